@@ -1,0 +1,1 @@
+"""User and item state shared by the services (Redis key schema and store interface)."""

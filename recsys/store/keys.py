@@ -1,0 +1,74 @@
+"""The Redis key schema, in one place (documented in ``docs/redis-schema.md``).
+
+Every per-user key embeds the hash tag ``{u:<user_id>}`` so that all of one
+user's keys land in the same Redis Cluster slot: the events service can update
+them in one pipeline/script and the recommender can read them in one round trip.
+Global keys (trending, counters) have tags of their own.
+
+The prefix (``REDIS_KEY_PREFIX``, default ``rs``) lets several deployments or
+test runs share one Redis without colliding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "rs"
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    prefix: str = DEFAULT_PREFIX
+
+    def _user(self, user_id: str, kind: str) -> str:
+        return f"{self.prefix}:{{u:{user_id}}}:{kind}"
+
+    # --- per user, written by the events service ---------------------------------
+    def recent(self, user_id: str) -> str:
+        """LIST, newest first, capped: JSON {item, type, weight, ts} per interaction."""
+        return self._user(user_id, "recent")
+
+    def seen(self, user_id: str) -> str:
+        """SET of item ids the user has interacted with."""
+        return self._user(user_id, "seen")
+
+    def weights(self, user_id: str) -> str:
+        """HASH item id -> accumulated interaction weight (float)."""
+        return self._user(user_id, "weights")
+
+    def applied(self, user_id: str) -> str:
+        """ZSET event id -> event time: ids already applied (dedup window)."""
+        return self._user(user_id, "applied")
+
+    # --- per user, written by the sentiment service ------------------------------
+    def suppressed(self, user_id: str) -> str:
+        """ZSET item id -> expiry (unix seconds): items the user complained about."""
+        return self._user(user_id, "suppressed")
+
+    def sentiment(self, user_id: str) -> str:
+        """HASH {avg, ts, n}: time-decayed average sentiment score in [-1, 1]."""
+        return self._user(user_id, "sentiment")
+
+    def user_keys(self, user_id: str) -> list[str]:
+        """Every key of a user (for `forget user` and for dumps)."""
+        return [
+            self.recent(user_id),
+            self.seen(user_id),
+            self.weights(user_id),
+            self.applied(user_id),
+            self.suppressed(user_id),
+            self.sentiment(user_id),
+        ]
+
+    # --- global -------------------------------------------------------------------
+    def trending(self) -> str:
+        """ZSET item id -> log-space decayed score (see docs/redis-schema.md)."""
+        return f"{self.prefix}:{{g}}:trending"
+
+    def counters(self) -> str:
+        """HASH event type -> count of applied events."""
+        return f"{self.prefix}:{{g}}:counters"
+
+    def user_pattern(self) -> str:
+        """SCAN pattern matching every per-user key."""
+        return f"{self.prefix}:{{u:*"
