@@ -34,19 +34,19 @@ class DataError(RecsysError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class InvalidArgument(RecsysError):
+class InvalidArgumentError(RecsysError):
     """The caller sent a request that can never succeed as sent."""
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class NotFound(RecsysError):
+class NotFoundError(RecsysError):
     """The request names an entity (item, user, model) that does not exist."""
 
     grpc_code = grpc.StatusCode.NOT_FOUND
 
 
-class Unavailable(RecsysError):
+class UnavailableError(RecsysError):
     """A dependency is down; the caller may retry."""
 
     grpc_code = grpc.StatusCode.UNAVAILABLE

@@ -56,7 +56,9 @@ def add_health_and_reflection(
     reflection.enable_server_reflection(names, server)
 
 
-def health_only_server(state: HealthState, port: int, host: str = "0.0.0.0") -> tuple[grpc.Server, int]:
+def health_only_server(
+    state: HealthState, port: int, host: str = "0.0.0.0"
+) -> tuple[grpc.Server, int]:
     """An unstarted gRPC server exposing only health + reflection (for Kafka consumers)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     add_health_and_reflection(server, state, [])

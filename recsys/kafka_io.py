@@ -8,6 +8,7 @@ protobuf, the compact default). Decoding never raises anything but
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -64,7 +65,9 @@ def header_value(headers: Iterable[tuple[str, bytes | None]] | None, name: str) 
     return None
 
 
-def decode(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None, cls: type[M]) -> M:
+def decode(
+    value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None, cls: type[M]
+) -> M:
     """Parse a record value into ``cls`` according to its content-type header."""
     if value is None:
         raise DecodeError("empty record value (tombstone)")
@@ -151,9 +154,8 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) 
             if name not in existing
         ]
         if new:
-            try:
+            # Another process may have created them in between: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

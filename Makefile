@@ -1,0 +1,58 @@
+# Two entry points for a fresh machine with Python 3.11:
+#   make demo   - set everything up and run the main job
+#   make test   - set everything up and run lint, type checks and the test suites
+# Everything else is a building block of those two.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EXTRAS ?= dev,sentiment,bench
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit test-integration lint typecheck protos protos-check \
+        deploy-check bench faults data clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup
+	$(VENV)/bin/recsys data fetch
+
+demo: setup data
+	$(VENV)/bin/recsys demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+protos-check: setup
+	$(PY) scripts/gen_protos.py --check
+
+test-unit: setup
+	$(VENV)/bin/pytest tests/unit -m "not slow"
+
+test-integration: setup
+	$(VENV)/bin/pytest tests/integration -m "integration and not slow"
+
+# The command the README and CI use.
+test: setup protos-check lint typecheck
+	$(VENV)/bin/pytest tests -m "not slow"
+
+deploy-check: setup
+	$(PY) -m deploy.check
+
+bench: setup data
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
