@@ -1,0 +1,155 @@
+"""A small gRPC client for frontends to copy: deadlines on every call, retries on UNAVAILABLE.
+
+Retries use gRPC's own service-config retry policy (exponential backoff, only for
+UNAVAILABLE, which is what a restarting or draining server returns), so no call
+is retried after the server may have acted on it with another status.
+
+    recsys client recommend --target 127.0.0.1:50051 --user u42 -k 10
+    recsys client similar --item 50
+    recsys client explain --user u42 --item 50
+    recsys client classify --target 127.0.0.1:50052 --text "arrived broken"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from recsys.recommender.v1 import recommender_pb2, recommender_pb2_grpc
+from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+
+DEFAULT_RECOMMENDER = "127.0.0.1:50051"
+DEFAULT_SENTIMENT = "127.0.0.1:50052"
+
+
+def retry_service_config(max_attempts: int = 5) -> str:
+    """gRPC service config retrying UNAVAILABLE with exponential backoff on every method."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{}],  # every service and method on this channel
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def make_channel(target: str, *, max_attempts: int = 5, tls_ca: str | None = None) -> grpc.Channel:
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", retry_service_config(max_attempts)),
+    ]
+    if tls_ca:
+        with open(tls_ca, "rb") as handle:
+            creds = grpc.ssl_channel_credentials(root_certificates=handle.read())
+        return grpc.secure_channel(target, creds, options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
+class RecommenderClient:
+    """Typed wrapper over the recommender stub; every call has a deadline."""
+
+    def __init__(self, channel: grpc.Channel, timeout_s: float = 1.0) -> None:
+        self._stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        self.timeout_s = timeout_s
+
+    def recommend(
+        self, user_id: str, k: int = 10, exclude: list[str] | None = None
+    ) -> recommender_pb2.RecommendResponse:
+        request = recommender_pb2.RecommendRequest(
+            user_id=user_id, k=k, filters=recommender_pb2.Filters(exclude_item_ids=exclude or [])
+        )
+        return self._stub.Recommend(request, timeout=self.timeout_s, wait_for_ready=True)
+
+    def similar(self, item_id: str, k: int = 10) -> recommender_pb2.SimilarItemsResponse:
+        request = recommender_pb2.SimilarItemsRequest(item_id=item_id, k=k)
+        return self._stub.SimilarItems(request, timeout=self.timeout_s, wait_for_ready=True)
+
+    def explain(self, user_id: str, item_id: str, k: int = 5) -> recommender_pb2.ExplainResponse:
+        request = recommender_pb2.ExplainRequest(user_id=user_id, item_id=item_id, k=k)
+        return self._stub.Explain(request, timeout=self.timeout_s, wait_for_ready=True)
+
+
+class SentimentClient:
+    def __init__(self, channel: grpc.Channel, timeout_s: float = 2.0) -> None:
+        self._stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+        self.timeout_s = timeout_s
+
+    def classify(self, text: str, language: str | None = None) -> sentiment_pb2.ClassifyResponse:
+        request = sentiment_pb2.ClassifyRequest(text=text)
+        if language:
+            request.language = language
+        return self._stub.Classify(request, timeout=self.timeout_s, wait_for_ready=True)
+
+
+def _print(message: Message) -> None:
+    print(json_format.MessageToJson(message, indent=None, ensure_ascii=False))
+
+
+def _run(args: argparse.Namespace) -> int:
+    default = DEFAULT_SENTIMENT if args.action == "classify" else DEFAULT_RECOMMENDER
+    target = args.target or default
+    with make_channel(target, max_attempts=args.attempts, tls_ca=args.tls_ca) as channel:
+        try:
+            if args.action == "classify":
+                _print(SentimentClient(channel, args.timeout).classify(args.text, args.language))
+                return 0
+            client = RecommenderClient(channel, args.timeout)
+            if args.action == "recommend":
+                _print(client.recommend(args.user, args.k, args.exclude))
+            elif args.action == "similar":
+                _print(client.similar(args.item, args.k))
+            else:
+                _print(client.explain(args.user, args.item, args.k))
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            print(f"error: {code.name if code else 'UNKNOWN'}: {details}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("client", help="call the recommender or sentiment service over gRPC")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    def common(p: argparse.ArgumentParser, timeout: float) -> None:
+        p.add_argument("--target", help="host:port (default: recommender 50051, sentiment 50052)")
+        p.add_argument("--timeout", type=float, default=timeout, help="deadline per call, seconds")
+        p.add_argument("--attempts", type=int, default=5, help="tries on UNAVAILABLE")
+        p.add_argument("--tls-ca", help="PEM file of the CA to trust (enables TLS)")
+        p.set_defaults(func=_run)
+
+    rec = actions.add_parser("recommend", help="top-k items for a user")
+    rec.add_argument("--user", required=True)
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--exclude", nargs="*", default=[])
+    common(rec, 1.0)
+    sim = actions.add_parser("similar", help="items similar to an item")
+    sim.add_argument("--item", required=True)
+    sim.add_argument("-k", type=int, default=10)
+    common(sim, 1.0)
+    exp = actions.add_parser("explain", help="which of the user's items drove a recommendation")
+    exp.add_argument("--user", required=True)
+    exp.add_argument("--item", required=True)
+    exp.add_argument("-k", type=int, default=5)
+    common(exp, 1.0)
+    cls = actions.add_parser("classify", help="sentiment of a feedback text")
+    cls.add_argument("--text", required=True)
+    cls.add_argument("--language")
+    common(cls, 2.0)
