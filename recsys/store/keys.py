@@ -69,6 +69,13 @@ class KeySchema:
         """HASH event type -> count of applied events."""
         return f"{self.prefix}:{{g}}:counters"
 
+    def global_applied(self) -> str:
+        """ZSET event id -> application time: ids already counted in trending/counters."""
+        return f"{self.prefix}:{{g}}:applied"
+
+    def global_keys(self) -> list[str]:
+        return [self.trending(), self.counters(), self.global_applied()]
+
     def user_pattern(self) -> str:
         """SCAN pattern matching every per-user key."""
         return f"{self.prefix}:{{u:*"

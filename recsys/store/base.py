@@ -1,0 +1,57 @@
+"""The storage interface the three services share.
+
+The events service writes interactions, the sentiment service writes
+suppressions and sentiment, the recommender reads a user's state and the
+trending list. Two implementations: :class:`~recsys.store.redis_store.RedisFeatureStore`
+(production) and :class:`~recsys.store.memory.InMemoryFeatureStore` (unit tests),
+both held to the same behaviour suite (``tests/unit/test_store_behaviour.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from recsys.store.model import ApplyResult, FeatureEvent, Sentiment, StoreConfig, UserState
+
+
+@runtime_checkable
+class FeatureStore(Protocol):
+    config: StoreConfig
+
+    def apply_events(self, events: Sequence[FeatureEvent], now: float | None = None) -> ApplyResult:
+        """Apply a batch idempotently: events whose id was already applied change nothing.
+
+        Per-user updates and global (trending, counters) updates are each
+        deduplicated on their own, so a crash between the two is repaired by
+        replaying the batch. Events of one user are applied in sequence order.
+        """
+        ...
+
+    def get_user_state(self, user_id: str, now: float | None = None) -> UserState: ...
+
+    def trending(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
+        """Top ``n`` items by decayed score at ``now`` (highest first)."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Applied events per event type since the store was created."""
+        ...
+
+    def forget_user(self, user_id: str) -> int:
+        """Delete every key of the user (privacy request); returns how many existed."""
+        ...
+
+    def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
+        """Hide ``item_id`` from the user's recommendations for ``ttl_s`` seconds."""
+        ...
+
+    def update_sentiment(
+        self, user_id: str, score: float, ts: float, half_life_s: float
+    ) -> Sentiment: ...
+
+    def get_sentiment(self, user_id: str) -> Sentiment | None: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,238 @@
+"""One behaviour suite for every FeatureStore backend (in-memory and real Redis).
+
+The Redis half is marked ``integration``: it talks to a real redis-server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from recsys.store import FeatureEvent, FeatureStore, KeySchema, StoreConfig
+from recsys.store.decay import decay_rate
+from recsys.store.memory import InMemoryFeatureStore
+
+T0 = 1_700_000_000.0
+CFG = StoreConfig(recent_cap=3, trending_half_life_s=3600.0, dedup_max_user=50)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+    if request.param == "memory":
+        yield InMemoryFeatureStore(CFG)
+        return
+    from recsys.store.redis_store import RedisFeatureStore
+
+    client: Any = request.getfixturevalue("redis_client")
+    prefix: str = request.getfixturevalue("key_prefix")
+    yield RedisFeatureStore(client, KeySchema(prefix), CFG)
+
+
+def ev(n: int, user: str = "u1", item: str = "i1", kind: str = "click", weight: float = 2.0,
+       ts: float | None = None) -> FeatureEvent:  # fmt: skip
+    return FeatureEvent(f"e{n}", user, item, kind, weight, T0 + n if ts is None else ts)
+
+
+def test_recent_is_newest_first_and_capped(store: FeatureStore) -> None:
+    store.apply_events([ev(i, item=f"i{i}") for i in range(5)], now=T0)
+    state = store.get_user_state("u1", now=T0)
+    assert [r.item for r in state.recent] == ["i4", "i3", "i2"]
+    assert state.recent[0].type == "click"
+    assert state.recent[0].weight == 2.0
+    assert state.recent[0].ts == T0 + 4
+    assert state.seen == {f"i{i}" for i in range(5)}
+
+
+def test_weights_accumulate_per_item(store: FeatureStore) -> None:
+    store.apply_events(
+        [ev(1, weight=1.0, kind="view"), ev(2, weight=8.0, kind="purchase"), ev(3, item="i2")],
+        now=T0,
+    )
+    state = store.get_user_state("u1", now=T0)
+    assert state.weights == pytest.approx({"i1": 9.0, "i2": 2.0})
+    assert store.counters() == {"view": 1, "purchase": 1, "click": 1}
+
+
+def test_replaying_a_batch_changes_nothing(store: FeatureStore) -> None:
+    batch = [ev(i, user=f"u{i % 3}", item=f"i{i % 4}") for i in range(12)]
+    first = store.apply_events(batch, now=T0)
+    before = (
+        [store.get_user_state(f"u{u}", now=T0) for u in range(3)],
+        store.trending(10, now=T0),
+        store.counters(),
+    )
+    again = store.apply_events(batch, now=T0 + 1)
+    after = (
+        [store.get_user_state(f"u{u}", now=T0) for u in range(3)],
+        store.trending(10, now=T0),
+        store.counters(),
+    )
+    assert (first.user_applied, first.global_applied) == (12, 12)
+    assert (again.user_applied, again.global_applied) == (0, 0)
+    assert after == before
+
+
+def test_duplicate_id_inside_one_batch_counts_once(store: FeatureStore) -> None:
+    result = store.apply_events([ev(1), ev(1)], now=T0)
+    assert result.user_applied == 1
+    assert store.get_user_state("u1", now=T0).weights == {"i1": 2.0}
+    assert store.counters() == {"click": 1}
+
+
+def test_partial_replay_applies_only_the_missing_events(store: FeatureStore) -> None:
+    """A crash after the first half of a batch: replaying the whole batch completes it."""
+    batch = [ev(i, item=f"i{i % 2}") for i in range(6)]
+    store.apply_events(batch[:3], now=T0)
+    store.apply_events(batch, now=T0)
+    reference = InMemoryFeatureStore(CFG)
+    reference.apply_events(batch, now=T0)
+    assert store.get_user_state("u1", now=T0) == reference.get_user_state("u1", now=T0)
+    assert store.counters() == reference.counters()
+
+
+def test_trending_decays_with_half_life(store: FeatureStore) -> None:
+    # "old" got weight 8 four half-lives before "new" got weight 1.
+    store.apply_events(
+        [ev(1, item="old", weight=8.0, ts=T0), ev(2, item="new", weight=1.0, ts=T0 + 4 * 3600)],
+        now=T0,
+    )
+    now = T0 + 4 * 3600
+    top = store.trending(5, now=now)
+    scores = dict(top)
+    assert scores["new"] == pytest.approx(1.0, rel=1e-9)
+    assert scores["old"] == pytest.approx(8.0 / 16.0, rel=1e-9)
+    assert [item for item, _ in top] == ["new", "old"]
+
+
+def test_trending_sums_decayed_weights(store: FeatureStore) -> None:
+    store.apply_events(
+        [ev(1, item="a", weight=2.0, ts=T0), ev(2, item="a", weight=3.0, ts=T0 + 3600)], now=T0
+    )
+    ((item, score),) = store.trending(1, now=T0 + 7200)
+    assert item == "a"
+    assert score == pytest.approx(2.0 / 4 + 3.0 / 2, rel=1e-9)
+    assert store.trending(0, now=T0) == []
+
+
+def test_non_positive_weight_counts_but_does_not_trend(store: FeatureStore) -> None:
+    store.apply_events([ev(1, item="meh", weight=-1.0, kind="rating")], now=T0)
+    assert store.trending(5, now=T0) == []
+    assert store.counters() == {"rating": 1}
+    assert store.get_user_state("u1", now=T0).weights == {"meh": -1.0}
+
+
+def test_forget_user_removes_every_key_of_that_user_only(store: FeatureStore) -> None:
+    store.apply_events([ev(1, user="a"), ev(2, user="b")], now=T0)
+    store.suppress("a", "x", 60, now=T0)
+    store.update_sentiment("a", 0.5, T0, 3600)
+    assert store.forget_user("a") >= 4
+    state = store.get_user_state("a", now=T0)
+    assert state == ([], set(), {}, set())
+    assert store.get_sentiment("a") is None
+    assert store.get_user_state("b", now=T0).seen == {"i1"}
+    # forgotten events are not re-applied from the user's dedup memory either: it is gone too
+    assert store.apply_events([ev(1, user="a")], now=T0).user_applied == 1
+
+
+def test_suppression_expires(store: FeatureStore) -> None:
+    store.suppress("u1", "bad", 60, now=T0)
+    store.suppress("u1", "worse", 600, now=T0)
+    assert store.get_user_state("u1", now=T0 + 30).suppressed == {"bad", "worse"}
+    assert store.get_user_state("u1", now=T0 + 61).suppressed == {"worse"}
+    store.suppress("u1", "worse", 10, now=T0 + 61)  # a shorter suppression never shortens
+    assert store.get_user_state("u1", now=T0 + 100).suppressed == {"worse"}
+    with pytest.raises(ValueError):
+        store.suppress("u1", "x", 0, now=T0)
+
+
+def test_sentiment_is_a_time_decayed_average(store: FeatureStore) -> None:
+    first = store.update_sentiment("u1", 1.0, T0, 3600)
+    assert first == (1.0, 1.0, T0)
+    second = store.update_sentiment("u1", -1.0, T0 + 3600, 3600)
+    # the first observation weighs 1/2 after one half-life: (0.5*1 - 1) / 1.5
+    assert second.avg == pytest.approx(-1.0 / 3.0)
+    assert second.n == pytest.approx(1.5)
+    late = store.update_sentiment("u1", 1.0, T0, 3600)  # out of order: decayed itself
+    assert late.ts == T0 + 3600
+    assert late.n == pytest.approx(2.0)
+    assert store.get_sentiment("u1") == pytest.approx(late)
+    with pytest.raises(ValueError):
+        store.update_sentiment("u1", 2.0, T0, 3600)
+
+
+def test_dedup_memory_is_bounded_per_user(store: FeatureStore) -> None:
+    cap = CFG.dedup_max_user
+    for i in range(cap + 10):
+        store.apply_events([ev(i)], now=T0 + i)
+    # the ten oldest ids fell out of the capped memory; the newest are still remembered
+    assert store.apply_events([ev(cap + 9)], now=T0 + cap + 10).user_applied == 0
+    assert store.apply_events([ev(0)], now=T0 + cap + 10).user_applied == 1
+
+
+def test_dedup_memory_forgets_ids_older_than_the_window(store: FeatureStore) -> None:
+    store.apply_events([ev(1)], now=T0)
+    store.apply_events([ev(2)], now=T0 + CFG.dedup_window_s + 10)
+    assert store.apply_events([ev(1)], now=T0 + CFG.dedup_window_s + 10).user_applied == 1
+    assert store.apply_events([ev(2)], now=T0 + CFG.dedup_window_s + 10).user_applied == 0
+
+
+def test_one_apply_is_one_round_trip(store: FeatureStore) -> None:
+    store.apply_events([ev(9999, user="warm-up")], now=T0)  # Redis loads its scripts once
+    before = store.round_trips  # type: ignore[attr-defined]
+    store.apply_events([ev(i, user=f"u{i}") for i in range(200)], now=T0)
+    assert store.round_trips - before == 1  # type: ignore[attr-defined]
+
+
+def test_decay_rate_rejects_non_positive_half_life() -> None:
+    assert decay_rate(math.log(2.0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        decay_rate(0)
+
+
+# --- temporary local Redis until the shared fixtures land in tests/conftest.py ---------
+@pytest.fixture(scope="module")
+def _local_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    work = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(work)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture
+def redis_client(_local_redis_url: str) -> Iterator[Any]:
+    import redis
+
+    client = redis.Redis.from_url(_local_redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest) -> str:
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:8]}"
