@@ -1,0 +1,102 @@
+"""``recsys-events`` / ``python -m services.events``: wire settings, clients and the loop.
+
+Startup order: health server (NOT_SERVING) and metrics first so probes can see
+the process, then fail fast if Kafka or Redis is unreachable, then consume.
+SIGTERM/SIGINT stop the loop after the current batch (or abandon a batch that
+is waiting on a dependency, uncommitted), then the clients close and health
+goes NOT_SERVING for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from recsys.errors import RecsysError
+from recsys.health import HealthState, health_only_server
+from recsys.kafka_io import check_reachable, ensure_topics, make_consumer, make_producer
+from recsys.log import configure_logging
+from recsys.metrics import start_metrics_server
+from recsys.redis_io import make_redis
+from recsys.store import KeySchema
+from recsys.store.redis_store import RedisFeatureStore
+from services.events.config import EventsSettings, load_settings
+from services.events.consumer import EventsConsumer
+
+log = logging.getLogger("services.events")
+
+
+def run(settings: EventsSettings, stop: threading.Event) -> int:
+    health = HealthState()
+    server, grpc_port = health_only_server(health, settings.grpc_port)
+    server.start()
+    metrics_port = start_metrics_server(settings.metrics_port)
+    log.info(
+        "events service starting",
+        extra={"grpc_port": grpc_port, "metrics_port": metrics_port, "topic": settings.topic,
+               "group_id": settings.group_id},
+    )  # fmt: skip
+    consumer = producer = store = None
+    try:
+        check_reachable(settings.bootstrap)
+        if settings.create_topics:
+            ensure_topics(
+                settings.bootstrap,
+                {settings.topic: settings.topic_partitions, settings.dlq_topic: 1},
+            )
+        store = RedisFeatureStore(
+            make_redis(settings.redis_url), KeySchema(settings.key_prefix), settings.store
+        )
+        store.load_scripts()
+        producer = make_producer(settings.bootstrap, client_id="recsys-events-dlq")
+        consumer = make_consumer(
+            settings.bootstrap, settings.group_id, **settings.consumer_overrides()
+        )
+        loop = EventsConsumer(settings, consumer, producer, store, health)
+        loop.run(stop)
+        log.info(
+            "events service stopped",
+            extra={"batches": loop.batches, "applied": loop.applied,
+                   "duplicates": loop.duplicates, "dead_lettered": loop.dead_lettered},
+        )  # fmt: skip
+        return 0
+    finally:
+        health.shutdown()
+        if consumer is not None:
+            consumer.close(autocommit=False)
+        if producer is not None:
+            producer.close(timeout=5)
+        if store is not None:
+            store.close()
+        server.stop(grace=2).wait(3)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    del argv  # configuration comes from the environment only
+    try:
+        settings = load_settings()
+    except RecsysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("events", settings.log_level)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received; stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        return run(settings, stop)
+    except RecsysError as exc:
+        log.error("events service failed", extra={"error": str(exc)})
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

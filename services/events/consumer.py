@@ -1,0 +1,325 @@
+"""The Kafka loop: poll, dead-letter, apply to the store, then commit.
+
+Delivery is at-least-once from Kafka and effectively-once into the store:
+offsets are committed only after the batch's writes succeeded, and the store
+ignores events it has already applied, so a crash anywhere replays at most the
+uncommitted batches without double counting.
+
+While Redis or Kafka fails, the loop keeps its batch, pauses its partitions and
+keeps calling ``poll`` (so the group does not evict it), backing off between
+retries; health reports NOT_SERVING until the dependency answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from redis.exceptions import RedisError
+
+from recsys.health import HealthState
+from recsys.kafka_io import REASON_HEADER
+from recsys.store import ApplyResult, FeatureEvent, FeatureStore
+from services.events import metrics
+from services.events.config import EventsSettings
+from services.events.core import BatchPlan, RawRecord, Rejection, backoff_delays, plan_batch
+
+log = logging.getLogger("services.events.consumer")
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: EventsConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.owner.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.owner.on_assigned(list(assigned))
+
+
+class EventsConsumer:
+    """Owns the loop; the Kafka clients and the store are built (and closed) by the caller."""
+
+    def __init__(
+        self,
+        settings: EventsSettings,
+        consumer: Any,
+        producer: Any,
+        store: FeatureStore,
+        health: HealthState | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.health = health
+        self.clock = clock
+        # Offsets whose records are applied but not yet committed.
+        self._pending: dict[TopicPartition, int] = {}
+        self._paused = False
+        self._redis_ok = True
+        self._kafka_ok = True
+        self._last_check = 0.0
+        self.batches = 0
+        self.applied = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+
+    # --- group membership -------------------------------------------------------------
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.settings.topic], listener=_Listener(self))
+
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what we applied from partitions we are losing, so the next owner skips it."""
+        offsets = {tp: self._pending[tp] for tp in revoked if tp in self._pending}
+        if offsets:
+            try:
+                self.consumer.commit(
+                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+                )
+            except KafkaError as exc:  # the next owner replays; the store dedups
+                log.warning("commit on revoke failed", extra={"error": str(exc)})
+        for tp in revoked:
+            self._pending.pop(tp, None)
+        log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self._paused and assigned:
+            self.consumer.pause(*assigned)
+        log.info(
+            "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
+        )
+
+    # --- health -----------------------------------------------------------------------
+    def _update_health(self) -> None:
+        healthy = self._redis_ok and self._kafka_ok
+        metrics.DEGRADED.set(0 if healthy else 1)
+        if self.health is not None and self.health.serving != healthy:
+            self.health.set_serving(healthy)
+            log.info("health changed", extra={"serving": healthy})
+
+    def _set(self, *, redis_ok: bool | None = None, kafka_ok: bool | None = None) -> None:
+        if redis_ok is not None:
+            self._redis_ok = redis_ok
+        if kafka_ok is not None:
+            self._kafka_ok = kafka_ok
+        self._update_health()
+
+    def _coordinator_known(self) -> bool:
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is None or not hasattr(coordinator, "coordinator_unknown"):
+            return True
+        try:
+            return not coordinator.coordinator_unknown()
+        except Exception:  # a probe must never break the loop
+            return False
+
+    def check_dependencies(self) -> None:
+        """Probe Redis and the group coordinator (when idle, or while degraded)."""
+        try:
+            redis_ok = bool(self.store.ping())
+        except (RedisError, OSError):
+            redis_ok = False
+        self._set(redis_ok=redis_ok, kafka_ok=self._coordinator_known())
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.subscribe()
+        self.check_dependencies()
+        while not stop.is_set():
+            try:
+                polled = self.consumer.poll(
+                    timeout_ms=self.settings.poll_timeout_ms,
+                    max_records=self.settings.max_poll_records,
+                )
+            except KafkaError as exc:
+                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+                self._set(kafka_ok=False)
+                log.warning("poll failed", extra={"error": str(exc)})
+                stop.wait(self.settings.backoff_initial_s)
+                continue
+            records = [r for batch in polled.values() for r in batch]
+            if records:
+                self.process(records, stop)
+            now = time.monotonic()
+            if now - self._last_check >= self.settings.health_check_interval_s:
+                self._last_check = now
+                self.check_dependencies()
+
+    def process(self, records: list[RawRecord], stop: threading.Event) -> bool:
+        """Handle one polled batch; True when its offsets were committed (or handed over)."""
+        started = time.perf_counter()
+        metrics.BATCH_SIZE.observe(len(records))
+        plan = plan_batch(records, self.clock(), self.settings.validation)
+        if plan.rejected and not self._dead_letter(plan.rejected, stop):
+            return False
+        if plan.events:
+            result = self._apply(plan.events, stop)
+            if result is None:
+                return False
+            self._count(plan.events, result)
+        for (topic, partition), offset in plan.offsets.items():
+            self._pending[TopicPartition(topic, partition)] = offset
+        committed = self._commit(stop)
+        self._record_lag(plan)
+        self.batches += 1
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return committed
+
+    def _count(self, events: list[FeatureEvent], result: ApplyResult) -> None:
+        dups = len(events) - result.user_applied
+        self.applied += result.user_applied
+        self.duplicates += dups
+        if dups:
+            metrics.DUPLICATES.inc(dups)
+        by_type: dict[str, int] = {}
+        for ev in events:
+            by_type[ev.event_type] = by_type.get(ev.event_type, 0) + 1
+        for kind, n in by_type.items():
+            metrics.PROCESSED.labels(kind).inc(n)
+
+    # --- retries ----------------------------------------------------------------------
+    def _wait(self, delay: float, stop: threading.Event) -> bool:
+        """Back off for ``delay`` while staying in the group; False when asked to stop."""
+        if not self._paused:
+            self._paused = True
+            assignment = list(self.consumer.assignment())
+            if assignment:
+                self.consumer.pause(*assignment)
+        deadline = time.monotonic() + delay
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            try:
+                polled = self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
+            except KafkaError:
+                stop.wait(min(remaining, 0.5))
+                continue
+            self._unread(polled)
+        return False
+
+    def _unread(self, polled: dict[Any, list[Any]]) -> None:
+        """Seek back over records a poll returned while we cannot process them."""
+        for tp, batch in polled.items():
+            if batch:
+                self.consumer.seek(tp, batch[0].offset)
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            assignment = list(self.consumer.assignment())
+            if assignment:
+                self.consumer.resume(*assignment)
+
+    def _apply(self, events: list[FeatureEvent], stop: threading.Event) -> ApplyResult | None:
+        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
+        while True:
+            before = getattr(self.store, "round_trips", 0)
+            try:
+                result = self.store.apply_events(events, now=self.clock())
+            except (RedisError, OSError) as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                self._set(redis_ok=False)
+                log.warning("redis write failed; retrying", extra={"error": str(exc)})
+                if not self._wait(next(delays), stop):
+                    log.info("stopping: batch abandoned without commit")
+                    return None
+                continue
+            metrics.REDIS_ROUND_TRIPS.inc(getattr(self.store, "round_trips", 0) - before)
+            if not self._redis_ok:
+                self._set(redis_ok=True)
+            self._resume()
+            return result
+
+    def _dead_letter(
+        self, rejected: list[tuple[RawRecord, Rejection]], stop: threading.Event
+    ) -> bool:
+        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
+        while True:
+            try:
+                futures = [
+                    self.producer.send(
+                        self.settings.dlq_topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=_dead_letter_headers(record, rejection),
+                    )
+                    for record, rejection in rejected
+                ]
+                self.producer.flush(timeout=10)
+                for future in futures:
+                    future.get(timeout=10)
+            except KafkaError as exc:
+                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+                self._set(kafka_ok=False)
+                log.warning("dead-letter produce failed; retrying", extra={"error": str(exc)})
+                if not self._wait(next(delays), stop):
+                    return False
+                continue
+            for _record, rejection in rejected:
+                metrics.DEAD_LETTERED.labels(rejection.code).inc()
+                log.info("dead-lettered", extra={"reason": rejection.reason})
+            self.dead_lettered += len(rejected)
+            self._resume()
+            return True
+
+    def _commit(self, stop: threading.Event) -> bool:
+        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
+        while self._pending:
+            assignment = self.consumer.assignment()
+            offsets = {
+                tp: OffsetAndMetadata(offset, "", -1)
+                for tp, offset in self._pending.items()
+                if tp in assignment
+            }
+            try:
+                if offsets:
+                    self.consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # The group rebalanced: the partitions' new owner replays from the last
+                # committed offset, which the store's dedup turns into a no-op.
+                log.warning("commit rejected after rebalance", extra={"error": str(exc)})
+                self._pending.clear()
+                return False
+            except KafkaError as exc:
+                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+                self._set(kafka_ok=False)
+                log.warning("commit failed; retrying", extra={"error": str(exc)})
+                if not self._wait(next(delays), stop):
+                    return False
+                continue
+            self._pending.clear()
+            if not self._kafka_ok:
+                self._set(kafka_ok=True)
+            self._resume()
+        return True
+
+    def _record_lag(self, plan: BatchPlan) -> None:
+        for (topic, partition), offset in plan.offsets.items():
+            try:
+                high = self.consumer.highwater(TopicPartition(topic, partition))
+            except (KafkaError, AssertionError):
+                continue
+            if high is not None:
+                metrics.LAG.labels(topic, str(partition)).set(max(0, high - offset))
+
+
+def _dead_letter_headers(record: RawRecord, rejection: Rejection) -> list[tuple[str, bytes]]:
+    headers = [(k, v) for k, v in (record.headers or ()) if v is not None and k != REASON_HEADER]
+    headers += [
+        (REASON_HEADER, rejection.reason.encode("utf-8")),
+        ("x-dead-letter-code", rejection.code.encode("ascii")),
+        ("x-original-topic", record.topic.encode("utf-8")),
+        ("x-original-partition", str(record.partition).encode("ascii")),
+        ("x-original-offset", str(record.offset).encode("ascii")),
+    ]
+    return headers

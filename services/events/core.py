@@ -1,0 +1,146 @@
+"""Pure logic of the events service: decode, validate, weigh, and plan a batch.
+
+No Kafka or Redis here: the consume loop hands in raw records and gets back
+the feature events to apply, the records to dead-letter (with a reason), and
+the offsets to commit once both are done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from recsys.events.v1 import events_pb2
+from recsys.kafka_io import DecodeError, decode
+from recsys.store import FeatureEvent
+from services.events.config import ValidationConfig
+
+MIN_EVENT_TIME_S = 946_684_800.0  # 2000-01-01T00:00:00Z
+
+EVENT_TYPE_NAMES: dict[int, str] = {
+    events_pb2.EVENT_TYPE_VIEW: "view",
+    events_pb2.EVENT_TYPE_CLICK: "click",
+    events_pb2.EVENT_TYPE_ADD_TO_CART: "add_to_cart",
+    events_pb2.EVENT_TYPE_PURCHASE: "purchase",
+    events_pb2.EVENT_TYPE_RATING: "rating",
+}
+
+# Reason codes (the metric label); the dead-letter header carries "code: detail".
+DECODE = "decode"
+MISSING_ID = "missing_id"
+ID_TOO_LONG = "id_too_long"
+BAD_TIMESTAMP = "bad_timestamp"
+UNKNOWN_TYPE = "unknown_type"
+BAD_VALUE = "bad_value"
+REASON_CODES = (DECODE, MISSING_ID, ID_TOO_LONG, BAD_TIMESTAMP, UNKNOWN_TYPE, BAD_VALUE)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: str
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class RawRecord(Protocol):
+    """The fields of a kafka-python ConsumerRecord the core reads."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    events: list[FeatureEvent] = field(default_factory=list)
+    rejected: list[tuple[RawRecord, Rejection]] = field(default_factory=list)
+    # (topic, partition) -> next offset to consume, i.e. the offset to commit.
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def validate(
+    message: events_pb2.ClickEvent, now: float, cfg: ValidationConfig
+) -> FeatureEvent | Rejection:
+    """Turn a decoded message into a FeatureEvent, or say why it can never be applied."""
+    limit = cfg.max_id_length
+    for name, value in (
+        ("event_id", message.event_id),
+        ("user_id", message.user_id),
+        ("item_id", message.item_id),
+    ):
+        if not value.strip():
+            return Rejection(MISSING_ID, f"{name} is empty")
+        if len(value) > limit:
+            return Rejection(ID_TOO_LONG, f"{name} has {len(value)} characters (limit {limit})")
+    kind = EVENT_TYPE_NAMES.get(message.event_type)
+    if kind is None:
+        return Rejection(UNKNOWN_TYPE, f"event_type {message.event_type} is not a known type")
+    if not message.HasField("event_time"):
+        return Rejection(BAD_TIMESTAMP, "event_time is missing")
+    ts = message.event_time.seconds + message.event_time.nanos / 1e9
+    if ts < MIN_EVENT_TIME_S:
+        return Rejection(BAD_TIMESTAMP, f"event_time {ts:.0f} is before 2000-01-01")
+    if ts > now + cfg.max_future_skew_s:
+        return Rejection(BAD_TIMESTAMP, f"event_time is {ts - now:.0f} s in the future")
+    if kind == "rating":
+        if not message.HasField("value"):
+            return Rejection(BAD_VALUE, "rating event without a value")
+        rating = message.value
+        if not math.isfinite(rating) or not cfg.rating_min <= rating <= cfg.rating_max:
+            return Rejection(
+                BAD_VALUE, f"rating {rating} outside [{cfg.rating_min}, {cfg.rating_max}]"
+            )
+        weight = cfg.rating_weight(rating)
+    else:
+        weight = cfg.weights[kind]
+    return FeatureEvent(message.event_id, message.user_id, message.item_id, kind, weight, ts)
+
+
+def parse_record(record: RawRecord, now: float, cfg: ValidationConfig) -> FeatureEvent | Rejection:
+    try:
+        message = decode(record.value, record.headers, events_pb2.ClickEvent)
+    except DecodeError as exc:
+        return Rejection(DECODE, exc.reason)
+    return validate(message, now, cfg)
+
+
+def plan_batch(records: Iterable[RawRecord], now: float, cfg: ValidationConfig) -> BatchPlan:
+    """Split a polled batch into events to apply and records to dead-letter.
+
+    Records keep their order, so one user's events (one partition) are applied
+    in the order they were produced.
+    """
+    plan = BatchPlan()
+    for record in records:
+        result = parse_record(record, now, cfg)
+        if isinstance(result, Rejection):
+            plan.rejected.append((record, result))
+        else:
+            plan.events.append(result)
+        tp = (record.topic, record.partition)
+        next_offset = record.offset + 1
+        if plan.offsets.get(tp, -1) < next_offset:
+            plan.offsets[tp] = next_offset
+    return plan
+
+
+def backoff_delays(initial_s: float, max_s: float) -> Iterable[float]:
+    """Exponential back-off, doubling up to ``max_s``, forever."""
+    delay = initial_s
+    while True:
+        yield delay
+        delay = min(delay * 2.0, max_s)

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the events service (exported on METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PROCESSED = Counter(
+    "recsys_events_processed_total",
+    "Valid click events handed to the feature store (redeliveries included), by type.",
+    ["type"],
+)
+DUPLICATES = Counter(
+    "recsys_events_duplicates_total",
+    "Redelivered events whose id had already been applied (ignored).",
+)
+DEAD_LETTERED = Counter(
+    "recsys_events_dead_lettered_total",
+    "Records sent to the dead-letter topic, by reason code.",
+    ["reason"],
+)
+BATCH_SECONDS = Histogram(
+    "recsys_events_batch_seconds",
+    "Time from a poll returning a batch to its offsets being committed.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+BATCH_SIZE = Histogram(
+    "recsys_events_batch_records",
+    "Records per polled batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+)
+LAG = Gauge(
+    "recsys_events_consumer_lag",
+    "Records between the committed position and the partition's high watermark.",
+    ["topic", "partition"],
+)
+DEPENDENCY_ERRORS = Counter(
+    "recsys_events_dependency_errors_total",
+    "Failed calls to a dependency that were retried, by dependency.",
+    ["dependency"],
+)
+DEGRADED = Gauge(
+    "recsys_events_degraded",
+    "1 while Redis or Kafka is failing and the consumer is backing off.",
+)
+REDIS_ROUND_TRIPS = Counter(
+    "recsys_events_redis_round_trips_total",
+    "Redis network round trips made to apply batches.",
+)
