@@ -1,0 +1,241 @@
+"""Pure logic of the events service: validation, weights, batch planning, settings, replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.errors import ConfigError
+from recsys.events.v1 import events_pb2
+from recsys.kafka_io import CONTENT_TYPE_JSON, encode
+from recsys.store import FeatureEvent
+from services.events import core
+from services.events.config import ValidationConfig, load_settings, parse_weights
+from services.events.replay import Rating, fast_events, to_event
+
+NOW = 1_750_000_000.0
+CFG = ValidationConfig()
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] | None
+
+
+def click(**fields: object) -> events_pb2.ClickEvent:
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": events_pb2.EVENT_TYPE_CLICK,
+    }
+    base.update(fields)
+    ev = events_pb2.ClickEvent(**base)  # type: ignore[arg-type]
+    if "event_time" not in fields:
+        ev.event_time.FromSeconds(int(NOW) - 10)
+    return ev
+
+
+def rec(message: events_pb2.ClickEvent | bytes, offset: int = 0, partition: int = 0,
+        json: bool = False) -> Rec:  # fmt: skip
+    if isinstance(message, bytes):
+        return Rec("t", partition, offset, b"u1", message, None)
+    value, headers = encode(message, CONTENT_TYPE_JSON) if json else encode(message)
+    return Rec("t", partition, offset, b"u1", value, list(headers))
+
+
+def test_valid_click_gets_configured_weight_and_time() -> None:
+    result = core.validate(click(), NOW, CFG)
+    assert result == FeatureEvent("e1", "u1", "i1", "click", 2.0, NOW - 10)
+
+
+def test_event_type_weights_are_ordered_view_click_cart_purchase() -> None:
+    kinds = [
+        events_pb2.EVENT_TYPE_VIEW,
+        events_pb2.EVENT_TYPE_CLICK,
+        events_pb2.EVENT_TYPE_ADD_TO_CART,
+        events_pb2.EVENT_TYPE_PURCHASE,
+    ]
+    weights = []
+    for kind in kinds:
+        result = core.validate(click(event_type=kind), NOW, CFG)
+        assert isinstance(result, FeatureEvent)
+        weights.append(result.weight)
+    assert weights == sorted(weights) and len(set(weights)) == 4
+
+
+def test_rating_maps_to_weight_with_scale_and_offset() -> None:
+    cfg = ValidationConfig(rating_scale=2.0, rating_offset=3.0)
+    result = core.validate(click(event_type=events_pb2.EVENT_TYPE_RATING, value=5.0), NOW, cfg)
+    assert isinstance(result, FeatureEvent)
+    assert (result.event_type, result.weight) == ("rating", 4.0)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (click(event_id=""), core.MISSING_ID),
+        (click(user_id="  "), core.MISSING_ID),
+        (click(item_id=""), core.MISSING_ID),
+        (click(item_id="x" * 129), core.ID_TOO_LONG),
+        (click(event_type=events_pb2.EVENT_TYPE_UNSPECIFIED), core.UNKNOWN_TYPE),
+        (click(event_type=42), core.UNKNOWN_TYPE),
+        (click(event_type=events_pb2.EVENT_TYPE_RATING), core.BAD_VALUE),
+        (click(event_type=events_pb2.EVENT_TYPE_RATING, value=9.0), core.BAD_VALUE),
+        (click(event_type=events_pb2.EVENT_TYPE_RATING, value=float("nan")), core.BAD_VALUE),
+    ],
+)
+def test_invalid_events_are_rejected_with_a_reason(
+    message: events_pb2.ClickEvent, code: str
+) -> None:
+    result = core.validate(message, NOW, CFG)
+    assert isinstance(result, core.Rejection)
+    assert result.code == code
+    assert result.reason.startswith(code + ": ")
+
+
+def test_timestamps_before_2000_far_future_or_missing_are_rejected() -> None:
+    old = click()
+    old.event_time.FromSeconds(946_684_799)
+    future = click()
+    future.event_time.FromSeconds(int(NOW + CFG.max_future_skew_s + 5))
+    missing = click()
+    missing.ClearField("event_time")
+    near_future = click()
+    near_future.event_time.FromSeconds(int(NOW + 60))
+    for message in (old, future, missing):
+        result = core.validate(message, NOW, CFG)
+        assert isinstance(result, core.Rejection) and result.code == core.BAD_TIMESTAMP
+    assert isinstance(core.validate(near_future, NOW, CFG), FeatureEvent)
+
+
+def test_plan_batch_splits_good_and_bad_and_commits_past_both() -> None:
+    records = [
+        rec(click(event_id="a"), offset=5),
+        rec(b"\xff\xfe not protobuf", offset=6),
+        rec(click(event_id="b"), offset=7, json=True),
+        rec(click(event_id="c", item_id=""), offset=3, partition=1),
+        Rec("t", 1, 4, b"u1", None, None),  # tombstone
+    ]
+    plan = core.plan_batch(records, NOW, CFG)
+    assert [e.event_id for e in plan.events] == ["a", "b"]
+    assert [(r.offset, why.code) for r, why in plan.rejected] == [
+        (6, core.DECODE),
+        (3, core.MISSING_ID),
+        (4, core.DECODE),
+    ]
+    assert plan.offsets == {("t", 0): 8, ("t", 1): 5}
+
+
+def test_unknown_content_type_is_a_decode_rejection() -> None:
+    record = Rec("t", 0, 0, b"u", b"{}", [("content-type", b"text/csv")])
+    result = core.parse_record(record, NOW, CFG)
+    assert isinstance(result, core.Rejection) and result.code == core.DECODE
+
+
+# A bad payload: corrupt bytes, or a well-formed message with exactly one defect.
+_defects = st.sampled_from(
+    ["empty_event", "empty_user", "empty_item", "long_id", "old", "future", "unknown", "no_time"]
+)
+
+
+@st.composite
+def bad_payloads(draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        junk = draw(st.binary(min_size=1, max_size=64))
+        try:
+            events_pb2.ClickEvent.FromString(junk)
+        except Exception:
+            return junk
+        # junk that happens to parse is still invalid: every id is empty or missing fields
+        msg = events_pb2.ClickEvent.FromString(junk)
+        if not (msg.event_id and msg.user_id and msg.item_id):
+            return junk
+        return b"\xff"  # a lone field tag without data never parses
+    defect = draw(_defects)
+    msg = click(event_id=draw(st.text(min_size=1, max_size=20).filter(str.strip)))
+    if defect == "empty_event":
+        msg.event_id = ""
+    elif defect == "empty_user":
+        msg.user_id = ""
+    elif defect == "empty_item":
+        msg.item_id = ""
+    elif defect == "long_id":
+        msg.user_id = "u" * draw(st.integers(129, 400))
+    elif defect == "old":
+        msg.event_time.FromSeconds(draw(st.integers(0, 946_684_799)))
+    elif defect == "future":
+        msg.event_time.FromSeconds(draw(st.integers(int(NOW) + 400, int(NOW) + 10**9)))
+    elif defect == "unknown":
+        msg.event_type = draw(st.sampled_from([0, 6, 99, 12345]))
+    else:
+        msg.ClearField("event_time")
+    return msg.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None)
+@given(bad_payloads())
+def test_every_generated_bad_payload_is_rejected(payload: bytes) -> None:
+    result = core.parse_record(rec(payload), NOW, CFG)
+    assert isinstance(result, core.Rejection)
+    assert result.code in core.REASON_CODES
+
+
+def test_weights_config_requires_every_type() -> None:
+    assert parse_weights("view=0.5,click=1,add_to_cart=3,purchase=5")["add_to_cart"] == 3.0
+    for bad in ("view=1,click=2", "view=x,click=2,add_to_cart=3,purchase=4", "rating=1"):
+        with pytest.raises(ConfigError):
+            parse_weights(bad)
+
+
+def test_settings_from_env_validate_and_fail_fast() -> None:
+    s = load_settings({"EVENTS_TOPIC": "c", "TRENDING_HALF_LIFE_S": "60", "RECENT_CAP": "7"})
+    assert (s.topic, s.store.trending_half_life_s, s.store.recent_cap) == ("c", 60.0, 7)
+    for env in (
+        {"EVENTS_TOPIC": "x", "EVENTS_DLQ_TOPIC": "x"},
+        {"REDIS_URL": "http://x"},
+        {"KAFKA_BOOTSTRAP_SERVERS": "nohost"},
+        {"RATING_MIN": "5", "RATING_MAX": "1"},
+        {"EVENTS_MAX_POLL_RECORDS": "0"},
+    ):
+        with pytest.raises(ConfigError):
+            load_settings(env)
+    assert (
+        load_settings({"KAFKA_MAX_POLL_INTERVAL_MS": "3000"}).consumer_overrides()[
+            "max_poll_interval_ms"
+        ]
+        == 3000
+    )
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    gen = iter(core.backoff_delays(0.1, 0.5))
+    assert [next(gen) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_replay_mapping_keeps_order_spacing_and_stable_ids() -> None:
+    ratings = [Rating("1", "10", 5.0, 880_000_000), Rating("2", "11", 2.0, 880_000_100)]
+    events = list(fast_events(ratings, anchor=NOW))
+    assert [e.event_id for e in events] == ["ml100k-1-10-880000000", "ml100k-2-11-880000100"]
+    assert events[-1].event_time.seconds == int(NOW)
+    assert events[0].event_time.seconds == int(NOW) - 100
+    assert events[0].event_type == events_pb2.EVENT_TYPE_RATING and events[0].value == 5.0
+    implicit = [to_event(Rating("1", "i", float(s), 0), NOW, "implicit").event_type
+                for s in (1, 2, 3, 4, 5)]  # fmt: skip
+    assert implicit == [
+        events_pb2.EVENT_TYPE_VIEW,
+        events_pb2.EVENT_TYPE_VIEW,
+        events_pb2.EVENT_TYPE_CLICK,
+        events_pb2.EVENT_TYPE_ADD_TO_CART,
+        events_pb2.EVENT_TYPE_PURCHASE,
+    ]
+    for e in events:  # every replayed event passes validation
+        assert isinstance(core.validate(e, NOW, CFG), FeatureEvent)
