@@ -163,8 +163,13 @@ class RedisFeatureStore:
             pipe.script_load(source)
         shas = pipe.execute()
         self.round_trips += 1
-        self._sha = dict(zip(self._sources, (str(s, "ascii") if isinstance(s, bytes) else s
-                                              for s in shas), strict=True))
+        self._sha = dict(
+            zip(
+                self._sources,
+                (str(s, "ascii") if isinstance(s, bytes) else s for s in shas),
+                strict=True,
+            )
+        )
 
     def _ensure_loaded(self) -> None:
         if not self._sha:

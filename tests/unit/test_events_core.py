@@ -148,7 +148,7 @@ _defects = st.sampled_from(
 
 
 @st.composite
-def bad_payloads(draw: st.DrawFn) -> bytes:
+def bad_payloads(draw: st.DrawFn, now: float = NOW) -> bytes:
     if draw(st.booleans()):
         junk = draw(st.binary(min_size=1, max_size=64))
         try:
@@ -173,7 +173,7 @@ def bad_payloads(draw: st.DrawFn) -> bytes:
     elif defect == "old":
         msg.event_time.FromSeconds(draw(st.integers(0, 946_684_799)))
     elif defect == "future":
-        msg.event_time.FromSeconds(draw(st.integers(int(NOW) + 400, int(NOW) + 10**9)))
+        msg.event_time.FromSeconds(draw(st.integers(int(now) + 3600, int(now) + 10**9)))
     elif defect == "unknown":
         msg.event_type = draw(st.sampled_from([0, 6, 99, 12345]))
     else:
