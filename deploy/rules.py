@@ -1,0 +1,358 @@
+"""Checks on rendered manifests that no offline schema or policy scanner covers.
+
+Pure functions over parsed documents (lists of dicts), stdlib only, so unit tests
+can feed them hand-built resources. Two groups:
+
+* required fields of the custom resources we commit (Strimzi ``Kafka``,
+  ``KafkaNodePool``, ``KafkaTopic``; Prometheus Operator ``ServiceMonitor``,
+  ``PodMonitor``, ``PrometheusRule``): the Kubernetes JSON schemas do not know
+  them, and a typo there is only found when the operator rejects it in a cluster;
+* project invariants the issue states (events replicas bounded by the click
+  topic's partitions, grace period longer than the drain, native gRPC probes,
+  no committed secret values, ...).
+
+Each function returns a list of human-readable error strings; empty means pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Doc = Mapping[str, Any]
+
+# Mirrors recsys.kafka_io (a unit test keeps the two equal): the tool
+# environment that runs these checks does not have the project installed.
+REQUIRED_TOPICS = (
+    "recsys.clicks.v1",
+    "recsys.clicks.dlq.v1",
+    "recsys.feedback.v1",
+    "recsys.feedback.scored.v1",
+    "recsys.feedback.dlq.v1",
+)
+CLICKS_TOPIC = "recsys.clicks.v1"
+GRPC_SERVICES = ("recommender", "events", "sentiment")
+DRAIN_SECONDS = 20  # the services' GRACE: they stop within this after SIGTERM
+
+STRIMZI = "kafka.strimzi.io"
+MONITORING = "monitoring.coreos.com"
+_LISTENER_NAME = re.compile(r"^[a-z0-9]{1,11}$")
+_LISTENER_TYPES = {"internal", "route", "loadbalancer", "nodeport", "ingress", "cluster-ip"}
+_NODE_ROLES = {"controller", "broker"}
+_STORAGE_TYPES = {"jbod", "persistent-claim", "ephemeral"}
+
+
+def group_of(doc: Doc) -> str:
+    api = str(doc.get("apiVersion", ""))
+    return api.split("/", 1)[0] if "/" in api else ""
+
+
+def ref(doc: Doc) -> str:
+    meta = doc.get("metadata") or {}
+    return f"{doc.get('kind', '?')}/{meta.get('name', '?')}"
+
+
+def _get(doc: Any, *path: str) -> Any:
+    cur = doc
+    for key in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _is_pos_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# --------------------------------------------------------------------------
+# custom resources
+# --------------------------------------------------------------------------
+
+CUSTOM_KINDS = {
+    (STRIMZI, "Kafka"),
+    (STRIMZI, "KafkaNodePool"),
+    (STRIMZI, "KafkaTopic"),
+    (MONITORING, "ServiceMonitor"),
+    (MONITORING, "PodMonitor"),
+    (MONITORING, "PrometheusRule"),
+}
+
+
+def is_custom(doc: Doc) -> bool:
+    return (group_of(doc), str(doc.get("kind"))) in CUSTOM_KINDS
+
+
+def check_kafka(doc: Doc) -> list[str]:
+    errs: list[str] = []
+    r = ref(doc)
+    annotations = _get(doc, "metadata", "annotations") or {}
+    if annotations.get("strimzi.io/node-pools") != "enabled":
+        errs.append(f"{r}: annotation strimzi.io/node-pools: enabled is required (KafkaNodePool)")
+    if annotations.get("strimzi.io/kraft") != "enabled":
+        errs.append(f"{r}: annotation strimzi.io/kraft: enabled is required (KRaft mode)")
+    spec = doc.get("spec")
+    if not isinstance(spec, Mapping):
+        return [*errs, f"{r}: spec is required"]
+    if "zookeeper" in spec:
+        errs.append(f"{r}: spec.zookeeper must be absent in KRaft mode")
+    kafka = spec.get("kafka")
+    if not isinstance(kafka, Mapping):
+        return [*errs, f"{r}: spec.kafka is required"]
+    for key in ("version", "metadataVersion"):
+        if not kafka.get(key):
+            errs.append(f"{r}: spec.kafka.{key} is required (pin the Kafka version)")
+    listeners = kafka.get("listeners")
+    if not isinstance(listeners, list) or not listeners:
+        errs.append(f"{r}: spec.kafka.listeners must be a non-empty list")
+        listeners = []
+    for i, lst in enumerate(listeners):
+        where = f"{r}: spec.kafka.listeners[{i}]"
+        if not isinstance(lst, Mapping):
+            errs.append(f"{where} must be a mapping")
+            continue
+        if not _LISTENER_NAME.match(str(lst.get("name", ""))):
+            errs.append(f"{where}.name must match {_LISTENER_NAME.pattern}")
+        port = lst.get("port")
+        if not isinstance(port, int) or isinstance(port, bool) or port < 9092:
+            errs.append(f"{where}.port must be an integer >= 9092")
+        if lst.get("type") not in _LISTENER_TYPES:
+            errs.append(f"{where}.type must be one of {sorted(_LISTENER_TYPES)}")
+        if not isinstance(lst.get("tls"), bool):
+            errs.append(f"{where}.tls (boolean) is required")
+    if "storage" in kafka:
+        errs.append(f"{r}: spec.kafka.storage belongs in the KafkaNodePool with node pools")
+    return errs
+
+
+def check_node_pool(doc: Doc) -> list[str]:
+    errs: list[str] = []
+    r = ref(doc)
+    if not _get(doc, "metadata", "labels", "strimzi.io/cluster"):
+        errs.append(f"{r}: label strimzi.io/cluster is required")
+    spec = doc.get("spec")
+    if not isinstance(spec, Mapping):
+        return [*errs, f"{r}: spec is required"]
+    if not isinstance(spec.get("replicas"), int) or spec.get("replicas", -1) < 0:
+        errs.append(f"{r}: spec.replicas (integer >= 0) is required")
+    roles = spec.get("roles")
+    if not isinstance(roles, list) or not roles or not set(roles) <= _NODE_ROLES:
+        errs.append(f"{r}: spec.roles must be a non-empty subset of {sorted(_NODE_ROLES)}")
+    if _get(spec, "storage", "type") not in _STORAGE_TYPES:
+        errs.append(f"{r}: spec.storage.type must be one of {sorted(_STORAGE_TYPES)}")
+    return errs
+
+
+def check_topic(doc: Doc) -> list[str]:
+    errs: list[str] = []
+    r = ref(doc)
+    if not _get(doc, "metadata", "labels", "strimzi.io/cluster"):
+        errs.append(f"{r}: label strimzi.io/cluster is required (the topic operator ignores it)")
+    spec = doc.get("spec")
+    if not isinstance(spec, Mapping):
+        return [*errs, f"{r}: spec is required"]
+    if not _is_pos_int(spec.get("partitions")):
+        errs.append(f"{r}: spec.partitions (integer >= 1) is required")
+    if not _is_pos_int(spec.get("replicas")):
+        errs.append(f"{r}: spec.replicas (integer >= 1) is required")
+    retention = str(_get(spec, "config", "retention.ms"))
+    if not re.fullmatch(r"-1|\d+", retention):
+        errs.append(f"{r}: spec.config['retention.ms'] is required (explicit retention)")
+    return errs
+
+
+def check_service_monitor(doc: Doc) -> list[str]:
+    r = ref(doc)
+    errs: list[str] = []
+    if not isinstance(_get(doc, "spec", "selector"), Mapping):
+        errs.append(f"{r}: spec.selector is required")
+    key = "podMetricsEndpoints" if doc.get("kind") == "PodMonitor" else "endpoints"
+    endpoints = _get(doc, "spec", key)
+    if not isinstance(endpoints, list) or not endpoints:
+        errs.append(f"{r}: spec.{key} must be a non-empty list")
+    else:
+        for i, ep in enumerate(endpoints):
+            if not isinstance(ep, Mapping) or not (ep.get("port") or ep.get("targetPort")):
+                errs.append(f"{r}: spec.{key}[{i}] needs a port name")
+    return errs
+
+
+def check_prometheus_rule(doc: Doc) -> list[str]:
+    r = ref(doc)
+    groups = _get(doc, "spec", "groups")
+    if not isinstance(groups, list) or not groups:
+        return [f"{r}: spec.groups must be a non-empty list"]
+    errs: list[str] = []
+    for gi, group in enumerate(groups):
+        if not isinstance(group, Mapping) or not group.get("name"):
+            errs.append(f"{r}: spec.groups[{gi}].name is required")
+            continue
+        rules = group.get("rules")
+        if not isinstance(rules, list) or not rules:
+            errs.append(f"{r}: spec.groups[{gi}].rules must be a non-empty list")
+            continue
+        for ri, rule in enumerate(rules):
+            where = f"{r}: spec.groups[{gi}].rules[{ri}]"
+            if not isinstance(rule, Mapping) or not rule.get("expr"):
+                errs.append(f"{where}.expr is required")
+            elif bool(rule.get("alert")) == bool(rule.get("record")):
+                errs.append(f"{where} needs exactly one of alert / record")
+    return errs
+
+
+_CR_CHECKS = {
+    "Kafka": check_kafka,
+    "KafkaNodePool": check_node_pool,
+    "KafkaTopic": check_topic,
+    "ServiceMonitor": check_service_monitor,
+    "PodMonitor": check_service_monitor,
+    "PrometheusRule": check_prometheus_rule,
+}
+
+
+def check_custom_resources(docs: Sequence[Doc]) -> list[str]:
+    """Required fields of each custom resource plus the cross-resource rules."""
+    errs: list[str] = []
+    for doc in docs:
+        if is_custom(doc):
+            errs.extend(_CR_CHECKS[str(doc["kind"])](doc))
+    kafkas = {_get(d, "metadata", "name") for d in docs if _kind(d, STRIMZI, "Kafka")}
+    pools = [d for d in docs if _kind(d, STRIMZI, "KafkaNodePool")]
+    for cluster in sorted(str(k) for k in kafkas):
+        mine = [p for p in pools if _get(p, "metadata", "labels", "strimzi.io/cluster") == cluster]
+        roles = {role for p in mine for role in (_get(p, "spec", "roles") or [])}
+        if not roles >= _NODE_ROLES:
+            errs.append(f"Kafka/{cluster}: node pools must provide controller and broker roles")
+        brokers = sum(
+            int(_get(p, "spec", "replicas") or 0)
+            for p in mine
+            if "broker" in (_get(p, "spec", "roles") or [])
+        )
+        for topic in docs:
+            if not _kind(topic, STRIMZI, "KafkaTopic"):
+                continue
+            if _get(topic, "metadata", "labels", "strimzi.io/cluster") != cluster:
+                continue
+            replicas = _get(topic, "spec", "replicas")
+            if isinstance(replicas, int) and replicas > brokers:
+                errs.append(f"{ref(topic)}: replicas {replicas} > {brokers} broker(s)")
+    for doc in docs:
+        if _kind(doc, STRIMZI, "KafkaTopic") or _kind(doc, STRIMZI, "KafkaNodePool"):
+            cluster = _get(doc, "metadata", "labels", "strimzi.io/cluster")
+            if cluster and cluster not in kafkas:
+                errs.append(f"{ref(doc)}: strimzi.io/cluster={cluster} names no Kafka here")
+    names = {topic_name(d) for d in docs if _kind(d, STRIMZI, "KafkaTopic")}
+    if kafkas:
+        for missing in sorted(set(REQUIRED_TOPICS) - names):
+            errs.append(f"KafkaTopic for {missing} is missing")
+    return errs
+
+
+def topic_name(doc: Doc) -> str:
+    return str(_get(doc, "spec", "topicName") or _get(doc, "metadata", "name"))
+
+
+def _kind(doc: Doc, group: str, kind: str) -> bool:
+    return doc.get("kind") == kind and group_of(doc) == group
+
+
+# --------------------------------------------------------------------------
+# project invariants
+# --------------------------------------------------------------------------
+
+
+def _find(docs: Iterable[Doc], kind: str, name: str) -> Doc | None:
+    for doc in docs:
+        if doc.get("kind") == kind and _get(doc, "metadata", "name") == name:
+            return doc
+    return None
+
+
+def _has_cpu_and_memory(resources: Any, key: str) -> bool:
+    section = _get(resources, key) or {}
+    return bool(section.get("cpu")) and bool(section.get("memory"))
+
+
+def check_grpc_service(docs: Sequence[Doc], name: str) -> list[str]:
+    """One of the three gRPC services: everything the issue asks of its Deployment."""
+    dep = _find(docs, "Deployment", name)
+    if dep is None:
+        return [f"Deployment/{name} is missing"]
+    r = ref(dep)
+    errs: list[str] = []
+    pod = _get(dep, "spec", "template", "spec") or {}
+    sa = pod.get("serviceAccountName")
+    if not sa or sa == "default":
+        errs.append(f"{r}: needs its own serviceAccountName")
+    elif _find(docs, "ServiceAccount", sa) is None:
+        errs.append(f"{r}: ServiceAccount/{sa} is not rendered")
+    grace = pod.get("terminationGracePeriodSeconds")
+    if not isinstance(grace, int) or grace <= DRAIN_SECONDS:
+        errs.append(
+            f"{r}: terminationGracePeriodSeconds ({grace}) must exceed the {DRAIN_SECONDS} s drain"
+        )
+    if _get(pod, "securityContext", "runAsNonRoot") is not True:
+        errs.append(f"{r}: pod securityContext.runAsNonRoot must be true")
+    containers = pod.get("containers") or []
+    main = next((c for c in containers if c.get("name") == name), None)
+    if main is None:
+        return [*errs, f"{r}: no container named {name}"]
+    ports = {p.get("name"): p.get("containerPort") for p in main.get("ports") or []}
+    if "grpc" not in ports:
+        errs.append(f"{r}: container port named 'grpc' is required")
+    for probe in ("readinessProbe", "livenessProbe"):
+        grpc = _get(main, probe, "grpc")
+        if not isinstance(grpc, Mapping):
+            errs.append(f"{r}: {probe} must be a native grpc probe")
+        elif grpc.get("port") != ports.get("grpc"):
+            errs.append(f"{r}: {probe}.grpc.port must be the grpc container port")
+    for key in ("requests", "limits"):
+        if not _has_cpu_and_memory(main.get("resources"), key):
+            errs.append(f"{r}: resources.{key} needs cpu and memory")
+    sc = main.get("securityContext") or {}
+    if sc.get("readOnlyRootFilesystem") is not True:
+        errs.append(f"{r}: readOnlyRootFilesystem must be true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errs.append(f"{r}: allowPrivilegeEscalation must be false")
+    if "ALL" not in (_get(sc, "capabilities", "drop") or []):
+        errs.append(f"{r}: capabilities.drop must contain ALL")
+    svc = _find(docs, "Service", name)
+    if svc is None or "grpc" not in {p.get("name") for p in _get(svc, "spec", "ports") or []}:
+        errs.append(f"Service/{name}: must exist with a port named grpc")
+    return errs
+
+
+def check_project(docs: Sequence[Doc]) -> list[str]:
+    errs: list[str] = []
+    for name in GRPC_SERVICES:
+        errs.extend(check_grpc_service(docs, name))
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        if _find(docs, kind, "recommender") is None:
+            errs.append(f"{kind}/recommender is missing")
+    events = _find(docs, "Deployment", "events")
+    clicks = next(
+        (d for d in docs if _kind(d, STRIMZI, "KafkaTopic") and topic_name(d) == CLICKS_TOPIC),
+        None,
+    )
+    if events is not None and clicks is not None:
+        replicas = _get(events, "spec", "replicas")
+        partitions = _get(clicks, "spec", "partitions")
+        if isinstance(replicas, int) and isinstance(partitions, int) and replicas > partitions:
+            errs.append(
+                f"Deployment/events: {replicas} replicas > {partitions} partitions of "
+                f"{CLICKS_TOPIC}; the extra consumers would sit idle"
+            )
+    for doc in docs:
+        if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
+            errs.append(f"{ref(doc)}: secret values must not be committed; reference the Secret")
+        if doc.get("kind") == "CronJob" and _get(doc, "metadata", "name") == "trainer":
+            pod = _get(doc, "spec", "jobTemplate", "spec", "template", "spec") or {}
+            commands = [c.get("command") or [] for c in pod.get("containers") or []]
+            if not any(cmd[:2] == ["recsys", "train"] for cmd in commands):
+                errs.append(f"{ref(doc)}: must run `recsys train`")
+    if _find(docs, "CronJob", "trainer") is None:
+        errs.append("CronJob/trainer is missing")
+    if _find(docs, "Deployment", "tfserving") is None:
+        errs.append("Deployment/tfserving is missing")
+    return errs
