@@ -210,3 +210,35 @@ def test_redis_fixture_uses_a_real_server(redis_client: object, key_prefix: str)
     info = redis_client.info("server")
     assert info["redis_version"]
     assert redis_client.get(f"{key_prefix}:x") == b"1"
+
+
+def test_docker_mode_without_docker_fails_fast_naming_the_switch(tmp_path: Path) -> None:
+    """No Docker engine (or no testcontainers) must not hang or leave processes behind."""
+    line = one_line_error(run_infra(["up"], tmp_path, timeout=120, RECSYS_INFRA="docker"))
+    assert "RECSYS_INFRA" in line
+    assert not (tmp_path / "infra.json").exists()
+
+
+def test_servers_are_stopped_when_the_test_run_fails(tmp_path: Path) -> None:
+    """A failing (or crashing) test session must not leave brokers or redis-servers behind."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["recsys.infra.pytest_plugin"]\n')
+    (tmp_path / "test_fails.py").write_text(
+        "import os\n"
+        "def test_fails(tansu, redis_server):\n"
+        "    pids = [tansu.server.pid, redis_server.server.pid]\n"
+        "    open(os.environ['PIDS_OUT'], 'w').write(' '.join(map(str, pids)))\n"
+        "    assert False, 'deliberate failure'\n"
+    )
+    pids_out = tmp_path / "pids.txt"
+    env = {k: v for k, v in os.environ.items() if k not in _CLEAN}
+    env["PIDS_OUT"] = str(pids_out)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "deliberate failure" in result.stdout
+    assert "infrastructure used" in result.stdout
+    pids = [int(p) for p in pids_out.read_text().split()]
+    assert len(pids) == 2
+    assert not any(pid_alive(pid) for pid in pids)
