@@ -1,0 +1,317 @@
+"""``recsys-recommender`` / ``python -m services.recommender``: wiring, workers, shutdown.
+
+Concurrency model: ``WORKERS`` processes (default: one per CPU), each a complete server —
+its own gRPC thread pool, Redis pool and memory-mapped model — all bound to the same port
+with ``SO_REUSEPORT``, so the kernel spreads incoming connections over them. A request is
+mostly Python (protobuf, the fold-in bookkeeping), which one process runs on one core at a
+time whatever its thread count; processes are what use the second core. The model's arrays
+are memory maps of the same files, so N workers share one copy in the page cache. The
+parent process starts the workers, serves the aggregated metrics, restarts a worker that
+dies, and forwards SIGTERM. With ``WORKERS=1`` the server runs in this process.
+
+Startup (per worker): the gRPC server starts first with health NOT_SERVING (probes see the
+process), then the model is loaded and Redis pinged; only then SERVING. SIGTERM: health →
+NOT_SERVING for good, ``server.stop(GRACE_S)`` lets in-flight requests finish, then the
+model watcher and the Redis pool close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from recsys.errors import ConfigError, RecsysError
+from recsys.health import HealthState
+from recsys.log import configure_logging
+from recsys.metrics import start_metrics_server
+from services.recommender.config import RecommenderSettings, load_settings
+
+log = logging.getLogger("services.recommender")
+
+
+@dataclass
+class Running:
+    """A started worker: what ``stop`` needs to drain it."""
+
+    server: Any
+    port: int
+    health: HealthState
+    servicer: Any
+    watcher: Any = None
+    store: Any = None
+
+
+def redis_unavailable_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+def open_store(settings: RecommenderSettings) -> Any:
+    from recsys.redis_io import make_redis
+    from recsys.store import KeySchema
+    from recsys.store.redis_store import RedisFeatureStore
+
+    client = make_redis(settings.redis_url, check=False, timeout_s=settings.redis_timeout_s)
+    return RedisFeatureStore(client, KeySchema(settings.key_prefix))
+
+
+def _wait_until(what: str, ready: Any, settings: RecommenderSettings,
+                stop: threading.Event) -> Any:  # fmt: skip
+    """Poll ``ready()`` (None/False: not yet) until it answers, stop is set, or the startup
+    timeout passes (ConfigError: the orchestrator restarts us and the message says why)."""
+    deadline = time.monotonic() + settings.startup_timeout_s
+    last_log = 0.0
+    last_error = ""
+    errors: tuple[type[BaseException], ...] = (RecsysError, *redis_unavailable_errors())
+    while not stop.is_set():
+        try:
+            value = ready()
+        except errors as exc:
+            value, last_error = None, str(exc)
+        if value:
+            return value
+        now = time.monotonic()
+        if now > deadline:
+            raise ConfigError(f"{what} not ready after {settings.startup_timeout_s:.0f}s"
+                              + (f": {last_error}" if last_error else ""))  # fmt: skip
+        if now - last_log > 10:
+            log.info("waiting for %s", what, extra={"error": last_error})
+            last_log = now
+        stop.wait(0.2)
+    return None
+
+
+def start(settings: RecommenderSettings, stop: threading.Event | None = None) -> Running:
+    """Start one worker's server and make it ready; returns once SERVING (or stop is set)."""
+    from services.recommender.server import SERVICE_NAME, RecommenderServicer, create_server
+
+    stop = stop or threading.Event()
+    health = HealthState([SERVICE_NAME])
+    servicer = RecommenderServicer(noop=settings.noop)
+    server, port = create_server(settings, servicer, health)
+    server.start()
+    running = Running(server, port, health, servicer)
+    log.info("recommender listening", extra={"grpc_port": port, "pid": os.getpid(),
+                                             "tls": settings.tls is not None})  # fmt: skip
+    try:
+        _make_ready(settings, running, stop)
+    except BaseException:
+        stop_running(running, 0)
+        raise
+    return running
+
+
+def _make_ready(settings: RecommenderSettings, running: Running, stop: threading.Event) -> None:
+    from services.recommender import artifact, metrics
+    from services.recommender.reload import ModelHolder, ModelWatcher, load_model
+    from services.recommender.service import Limits, RecommenderService, StateReader
+
+    store = running.store = open_store(settings)
+
+    def loaded() -> Any:
+        path = artifact.resolve(settings.model_dir)  # NotFoundError until a model is published
+        return load_model(path)
+
+    model = _wait_until(f"a model in {settings.model_dir}", loaded, settings, stop)
+    if model is None:
+        return
+    _wait_until(f"Redis at {settings.redis_url}", store.ping, settings, stop)
+
+    def on_swap(old: Any, new: Any) -> None:
+        if old is not None:
+            metrics.MODEL_INFO.labels(old.version).set(0)
+        metrics.MODEL_INFO.labels(new.version).set(1)
+        metrics.MODEL_ITEMS.set(new.n_items)
+        if old is not None:
+            metrics.RELOADS.labels("ok").inc()
+
+    holder = ModelHolder(model, on_swap)
+    reader = StateReader(
+        store, unavailable=redis_unavailable_errors(), retry_s=settings.redis_retry_s
+    )
+    limits = Limits(
+        max_k=settings.max_k,
+        default_explain_k=settings.default_explain_k,
+        max_id_length=settings.max_id_length,
+        max_exclude=settings.max_exclude,
+        max_categories=settings.max_categories,
+        max_batch=settings.max_batch,
+        history_mode=settings.history_mode,
+        trending_cache_s=settings.trending_cache_s,
+        trending_overfetch=settings.trending_overfetch,
+        redis_retry_s=settings.redis_retry_s,
+    )
+    running.servicer.service = RecommenderService(holder.get, reader, limits)
+    watcher = running.watcher = ModelWatcher(
+        settings.model_dir,
+        holder,
+        interval_s=settings.reload_interval_s,
+        on_error=lambda version, exc: metrics.RELOADS.labels("failed").inc(),
+    )
+    watcher.start()
+    metrics.REDIS_UP.set(1)
+    running.health.set_serving(True)
+    log.info("recommender serving", extra={"model_version": model.version,
+                                           "items": model.n_items, "grpc_port": running.port})
+
+
+def stop_running(running: Running, grace_s: float) -> None:
+    """Drain: NOT_SERVING first (load balancers stop sending), then let in-flight RPCs end."""
+    running.health.shutdown()
+    running.server.stop(grace_s).wait(grace_s + 5)
+    if running.watcher is not None:
+        running.watcher.stop()
+    if running.store is not None:
+        with contextlib.suppress(Exception):
+            running.store.close()
+    log.info("recommender stopped", extra={"pid": os.getpid()})
+
+
+def serve(settings: RecommenderSettings, stop: threading.Event) -> int:
+    """Run one worker in this process until ``stop`` is set."""
+    running = start(settings, stop)
+    try:
+        stop.wait()
+    finally:
+        stop_running(running, settings.grace_s)
+    return 0
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+
+def _worker_main(settings: RecommenderSettings, index: int) -> None:
+    """Entry point of a spawned worker process."""
+    configure_logging("recommender", settings.log_level)
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    try:
+        sys.exit(serve(settings, stop))
+    except RecsysError as exc:
+        log.error("worker failed", extra={"worker": index, "error": str(exc)})
+        sys.exit(2)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host if host != "0.0.0.0" else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_multiprocess_metrics(port: int) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    if port <= 0:
+        return 0
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    server, _ = start_http_server(port, registry=registry)
+    return int(server.server_port)
+
+
+def supervise(settings: RecommenderSettings, stop: threading.Event) -> int:
+    """Run ``settings.workers`` worker processes sharing one port until ``stop`` is set."""
+    if settings.grpc_port == 0:  # every worker must bind the same port: pick it here
+        settings = replace(settings, grpc_port=free_port(settings.host))
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="recsys-recommender-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    metrics_port = _start_multiprocess_metrics(settings.metrics_port)
+    log.info("starting workers", extra={"workers": settings.workers, "pid": os.getpid(),
+                                        "grpc_port": settings.grpc_port,
+                                        "metrics_port": metrics_port})  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")  # no fork: gRPC's threads do not survive it
+    procs: dict[int, BaseProcess] = {}
+
+    def launch(index: int) -> None:
+        proc = ctx.Process(target=_worker_main, args=(settings, index), name=f"worker-{index}")
+        proc.start()
+        procs[index] = proc
+
+    for index in range(settings.workers):
+        launch(index)
+    failures = 0
+    try:
+        while not stop.wait(0.5):
+            for index, proc in list(procs.items()):
+                if proc.is_alive():
+                    continue
+                _mark_dead(proc)
+                failures += 1
+                log.error("worker exited; restarting",
+                          extra={"worker": index, "exitcode": proc.exitcode})  # fmt: skip
+                if proc.exitcode == 2 and failures > 3 * settings.workers:
+                    log.error("workers keep failing at start; giving up")
+                    stop.set()
+                    return 2
+                launch(index)
+        return 0
+    finally:
+        for proc in procs.values():
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + settings.grace_s + 10
+        for proc in procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+            _mark_dead(proc)
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _mark_dead(proc: BaseProcess) -> None:
+    if proc.pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(Exception):
+        multiprocess.mark_process_dead(proc.pid)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    del argv  # configuration comes from the environment only
+    try:
+        settings = load_settings()
+    except RecsysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("recommender", settings.log_level)
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    try:
+        if settings.workers > 1:
+            return supervise(settings, stop)
+        start_metrics_server(settings.metrics_port)
+        return serve(settings, stop)
+    except RecsysError as exc:
+        log.error("recommender failed", extra={"error": str(exc)})
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

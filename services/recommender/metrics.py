@@ -1,0 +1,54 @@
+"""Prometheus metrics of the recommender (exported on METRICS_PORT).
+
+With several worker processes the parent serves one endpoint aggregating all workers
+(prometheus_client's multiprocess mode, enabled by ``PROMETHEUS_MULTIPROC_DIR``, which
+``__main__`` sets before any worker imports this module); gauges therefore declare how
+they aggregate across processes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "recsys_recommender_requests_total",
+    "Finished RPCs by method and gRPC status code.",
+    ["method", "code"],
+)
+LATENCY = Histogram(
+    "recsys_recommender_request_seconds",
+    "Server-side handling time per RPC, by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+DEGRADED = Counter(
+    "recsys_recommender_degraded_total",
+    "Answers given from the model alone because Redis was unreachable, by method.",
+    ["method"],
+)
+SOURCES = Counter(
+    "recsys_recommender_results_total",
+    "Recommend answers by the path that produced them (foldin, model, trending, popular).",
+    ["source"],
+)
+MODEL_INFO = Gauge(
+    "recsys_recommender_model_info",
+    "1 for the model version currently served (0 for versions swapped out).",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+MODEL_ITEMS = Gauge(
+    "recsys_recommender_model_items",
+    "Catalog size of the served model.",
+    multiprocess_mode="livemax",
+)
+RELOADS = Counter(
+    "recsys_recommender_model_reloads_total",
+    "Model reload attempts by result (ok, failed).",
+    ["result"],
+)
+REDIS_UP = Gauge(
+    "recsys_recommender_redis_up",
+    "1 when the last Redis call of every worker succeeded (min over workers).",
+    multiprocess_mode="livemin",
+)

@@ -1,0 +1,250 @@
+"""The gRPC transport of the recommender: messages ↔ domain types, domain errors → status codes.
+
+Nothing here decides what to recommend (that is ``service.py``). The servicer converts the
+request, calls the service, converts the answer, and maps errors in one place: a
+:class:`~recsys.errors.RecsysError` becomes ``context.abort(err.grpc_code, message)``; anything
+else is a bug, logged with its traceback and answered ``INTERNAL`` without leaking details.
+
+:func:`create_server` returns an unstarted server (health, reflection, optional TLS) so tests
+and ``__main__`` start and stop it themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from recsys.errors import RecsysError, UnavailableError
+from recsys.health import HealthState, add_health_and_reflection
+from recsys.recommender.v1 import recommender_pb2 as pb
+from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
+from services.recommender import metrics
+from services.recommender.config import RecommenderSettings
+from services.recommender.service import (
+    REASON_COLLABORATIVE,
+    REASON_CONTENT,
+    REASON_POPULARITY,
+    REASON_TRENDING,
+    Filters,
+    RecommenderService,
+    RecommendQuery,
+    RecommendResult,
+    ScoredItem,
+    SimilarQuery,
+    SimilarResult,
+    Widget,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RecommenderService"].full_name
+
+REASONS = {
+    REASON_COLLABORATIVE: pb.REASON_COLLABORATIVE,
+    REASON_TRENDING: pb.REASON_TRENDING,
+    REASON_CONTENT: pb.REASON_CONTENT,
+    REASON_POPULARITY: pb.REASON_POPULARITY,
+}
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------ conversions
+def filters_from_proto(msg: pb.Filters) -> Filters:
+    return Filters(tuple(msg.exclude_item_ids), bool(msg.include_seen), tuple(msg.categories))
+
+
+def recommend_query(msg: pb.RecommendRequest) -> RecommendQuery:
+    return RecommendQuery(msg.user_id, int(msg.k), filters_from_proto(msg.filters))
+
+
+def similar_query(msg: pb.SimilarItemsRequest) -> SimilarQuery:
+    return SimilarQuery(msg.item_id, int(msg.k), filters_from_proto(msg.filters))
+
+
+def recommend_response(result: RecommendResult) -> pb.RecommendResponse:
+    return pb.RecommendResponse(
+        user_id=result.user_id,
+        items=_items(result.items),
+        model_version=result.model_version,
+        degraded=result.degraded,
+    )
+
+
+def similar_response(result: SimilarResult) -> pb.SimilarItemsResponse:
+    return pb.SimilarItemsResponse(
+        item_id=result.item_id,
+        items=_items(result.items),
+        model_version=result.model_version,
+    )
+
+
+def _items(items: list[ScoredItem]) -> list[pb.ScoredItem]:
+    return [
+        pb.ScoredItem(item_id=i.item_id, score=i.score, reason=REASONS[i.reason]) for i in items
+    ]
+
+
+def widget_from_proto(msg: pb.WidgetRequest) -> Widget:
+    kind = msg.WhichOneof("request")
+    if kind == "recommend":
+        return Widget(msg.widget_id, recommend_query(msg.recommend))
+    if kind == "similar_items":
+        return Widget(msg.widget_id, similar_query(msg.similar_items))
+    return Widget(msg.widget_id, None)
+
+
+# --------------------------------------------------------------------------- servicer
+class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
+    """Holds the service once it is ready; until then every call is ``UNAVAILABLE``.
+
+    In ``noop`` mode Recommend answers an empty list without touching the model or Redis:
+    the benchmark's baseline for what the server stack (gRPC, protobuf, threads, metrics)
+    costs on its own.
+    """
+
+    def __init__(self, service: RecommenderService | None = None, *, noop: bool = False) -> None:
+        self.service = service
+        self.noop = noop
+
+    def _service(self) -> RecommenderService:
+        service = self.service
+        if service is None:
+            raise UnavailableError("the recommender is starting: no model loaded yet")
+        return service
+
+    def _call(self, method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                _abort(context, code, "deadline expired before the request was handled")
+            try:
+                return work()
+            except RecsysError as exc:
+                code = exc.grpc_code
+                _abort(context, code, str(exc))
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error", extra={"method": method})
+                _abort(context, code, "internal error; the server log has the details")
+        finally:
+            metrics.REQUESTS.labels(method, code.name).inc()
+            metrics.LATENCY.labels(method).observe(time.perf_counter() - started)
+
+    def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
+        if self.noop:
+            return pb.RecommendResponse(user_id=request.user_id)
+        result = self._service().recommend(recommend_query(request))
+        _count(result, "Recommend")
+        return recommend_response(result)
+
+    def Recommend(  # noqa: N802 - the gRPC method name
+        self, request: pb.RecommendRequest, context: grpc.ServicerContext
+    ) -> pb.RecommendResponse:
+        return self._call("Recommend", context, lambda: self._recommend(request))
+
+    def SimilarItems(  # noqa: N802
+        self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext
+    ) -> pb.SimilarItemsResponse:
+        return self._call(
+            "SimilarItems",
+            context,
+            lambda: similar_response(self._service().similar_items(similar_query(request))),
+        )
+
+    def _explain(self, request: pb.ExplainRequest) -> pb.ExplainResponse:
+        result = self._service().explain(request.user_id, request.item_id, int(request.k))
+        if result.degraded:
+            metrics.DEGRADED.labels("Explain").inc()
+        return pb.ExplainResponse(
+            user_id=result.user_id,
+            item_id=result.item_id,
+            score=result.score,
+            contributions=[pb.Contribution(item_id=i, weight=w) for i, w in result.contributions],
+            model_version=result.model_version,
+        )
+
+    def Explain(  # noqa: N802
+        self, request: pb.ExplainRequest, context: grpc.ServicerContext
+    ) -> pb.ExplainResponse:
+        return self._call("Explain", context, lambda: self._explain(request))
+
+    def _batch(self, request: pb.BatchRecommendRequest) -> pb.BatchRecommendResponse:
+        results = self._service().batch([widget_from_proto(w) for w in request.widgets])
+        out = pb.BatchRecommendResponse()
+        for r in results:
+            w = out.widgets.add(widget_id=r.widget_id)
+            if r.error is not None:
+                w.error_code = r.error.grpc_code.value[0]
+                w.error_message = str(r.error)
+            elif isinstance(r.result, RecommendResult):
+                _count(r.result, "BatchRecommend")
+                w.recommend.CopyFrom(recommend_response(r.result))
+            elif isinstance(r.result, SimilarResult):
+                w.similar_items.CopyFrom(similar_response(r.result))
+        return out
+
+    def BatchRecommend(  # noqa: N802
+        self, request: pb.BatchRecommendRequest, context: grpc.ServicerContext
+    ) -> pb.BatchRecommendResponse:
+        return self._call("BatchRecommend", context, lambda: self._batch(request))
+
+
+def _count(result: RecommendResult, method: str) -> None:
+    metrics.SOURCES.labels(result.source or "unknown").inc()
+    if result.degraded:
+        metrics.DEGRADED.labels(method).inc()
+    metrics.REDIS_UP.set(0 if result.degraded else 1)
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # it raises; this line satisfies mypy
+
+
+# ----------------------------------------------------------------------------- factory
+def server_credentials(settings: RecommenderSettings) -> grpc.ServerCredentials | None:
+    if settings.tls is None:
+        return None
+    cert, key, client_ca = settings.tls.read()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def create_server(
+    settings: RecommenderSettings,
+    servicer: RecommenderServicer,
+    health: HealthState,
+    *,
+    port: int | None = None,
+    options: list[tuple[str, Any]] | None = None,
+) -> tuple[grpc.Server, int]:
+    """An unstarted server on ``settings.host``:``port`` (default ``settings.grpc_port``).
+
+    ``SO_REUSEPORT`` is on so that several worker processes can bind the same port and the
+    kernel spreads connections over them (the concurrency model, see docs/recommender.md).
+    """
+    opts: list[tuple[str, Any]] = [("grpc.so_reuseport", 1), *(options or [])]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
+        options=opts,
+    )
+    pb_grpc.add_RecommenderServiceServicer_to_server(servicer, server)
+    add_health_and_reflection(server, health, [SERVICE_NAME])
+    address = f"{settings.host}:{settings.grpc_port if port is None else port}"
+    creds = server_credentials(settings)
+    bound = (
+        server.add_secure_port(address, creds)
+        if creds is not None
+        else server.add_insecure_port(address)
+    )
+    return server, bound

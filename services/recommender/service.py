@@ -1,0 +1,457 @@
+"""The recommender's request logic, free of any transport: validation, user state, fallbacks.
+
+The gRPC servicer (``server.py``) converts messages to the plain types here and back, so
+everything that decides *what* to answer lives in this module and is unit-tested with the
+in-memory FeatureStore and a tiny model.
+
+Per request, in order:
+
+1. Validate (ids, ``k``, filters). Failures raise :class:`~recsys.errors.InvalidArgumentError`
+   or :class:`~recsys.errors.NotFoundError`, which know their gRPC status.
+2. Take the current model once (a hot reload swaps the holder's reference; this request keeps
+   the model it started with, so its answer is consistent and carries that version).
+3. Read the user's state (weights, seen, suppressed) in one store round trip. If the store is
+   down, answer from the model alone and mark the answer ``degraded``; a breaker then skips the
+   store for ``redis_retry_s`` so an outage costs no per-request timeouts.
+4. Fold the user's weights (Redis, combined with the training history per ``history_mode``)
+   into a vector, score the catalog, drop seen, excluded and suppressed items.
+5. A user with no usable history gets the decayed trending list from the store, topped up with
+   the model's popularity order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from recsys.errors import InvalidArgumentError, NotFoundError, RecsysError
+from recsys.store.base import FeatureStore
+from recsys.store.model import UserState
+from services.recommender.model import SOURCE_POPULAR, Model
+
+log = logging.getLogger(__name__)
+
+# Why an item was recommended (mapped one to one onto the proto's Reason enum).
+REASON_COLLABORATIVE = "collaborative"
+REASON_TRENDING = "trending"
+REASON_CONTENT = "content"
+REASON_POPULARITY = "popularity"
+
+EMPTY_STATE = UserState(recent=[], seen=set(), weights={}, suppressed=set())
+
+ModelSource = Callable[[], Model]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request bounds; the defaults match ``RecommenderSettings``."""
+
+    max_k: int = 200
+    default_explain_k: int = 10
+    max_id_length: int = 128
+    max_exclude: int = 1000
+    max_categories: int = 50
+    max_batch: int = 16
+    history_mode: str = "max"
+    trending_cache_s: float = 1.0
+    trending_overfetch: int = 50
+    redis_retry_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Filters:
+    exclude_item_ids: tuple[str, ...] = ()
+    include_seen: bool = False
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    user_id: str
+    items: list[ScoredItem]
+    model_version: str
+    degraded: bool = False
+    source: str = ""  # foldin / model / trending / popular: which path produced the list
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    item_id: str
+    items: list[ScoredItem]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    user_id: str
+    item_id: str
+    score: float
+    contributions: list[tuple[str, float]]
+    model_version: str
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    k: int
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    item_id: str
+    k: int
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True)
+class Widget:
+    widget_id: str
+    query: RecommendQuery | SimilarQuery | None  # None: the widget named no request
+
+
+@dataclass(frozen=True)
+class WidgetResult:
+    widget_id: str
+    result: RecommendResult | SimilarResult | None = None
+    error: RecsysError | None = None
+
+
+# --------------------------------------------------------------------------- validation
+def check_id(name: str, value: str, max_length: int) -> str:
+    """Reject ids that can never name anything: empty, over-long, or with control characters.
+
+    Ids are opaque otherwise (any other Unicode is allowed), so this never second-guesses a
+    catalog's naming scheme.
+    """
+    if not value or not value.strip():
+        raise InvalidArgumentError(f"{name} must not be empty")
+    if len(value) > max_length:
+        raise InvalidArgumentError(
+            f"{name} is {len(value)} characters long; the maximum is {max_length}"
+        )
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise InvalidArgumentError(f"{name} contains control characters")
+    return value
+
+
+def check_k(k: int, max_k: int, name: str = "k") -> int:
+    if k <= 0:
+        raise InvalidArgumentError(f"{name} must be positive, got {k}")
+    if k > max_k:
+        raise InvalidArgumentError(f"{name}={k} exceeds the maximum of {max_k}")
+    return k
+
+
+def combine_weights(
+    history: Mapping[str, float], live: Mapping[str, float], mode: str
+) -> dict[str, float]:
+    """The weights folded in: the model's training history combined with Redis' live weights.
+
+    See ``config.HISTORY_MODES`` for when each mode is right.
+    """
+    if mode == "none" or not history:
+        return dict(live)
+    merged = dict(history)
+    if mode == "sum":
+        for item, w in live.items():
+            merged[item] = merged.get(item, 0.0) + w
+    else:  # max
+        for item, w in live.items():
+            old = merged.get(item)
+            merged[item] = w if old is None or w > old else old
+    return merged
+
+
+# ------------------------------------------------------------------------------ state
+class StateReader:
+    """Reads user state and trending from the store; turns store outages into ``degraded``.
+
+    ``unavailable`` names the exception types that mean "the store is down" (the wiring passes
+    Redis' and the OS' connection errors); anything else is a bug and propagates. After a
+    failure the store is not asked again for ``retry_s`` seconds, so an outage costs each
+    request nothing instead of a connect timeout.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore | None,
+        *,
+        unavailable: tuple[type[BaseException], ...] = (OSError,),
+        retry_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.unavailable = unavailable
+        self.retry_s = retry_s
+        self.clock = clock
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.store is not None and self.clock() >= self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            first = self.clock() >= self._down_until
+            self._down_until = self.clock() + self.retry_s
+            self.failures += 1
+        if first:
+            log.warning("feature store unavailable; answering from the model alone",
+                        extra={"error": repr(exc), "retry_s": self.retry_s})  # fmt: skip
+
+    def user_state(self, user_id: str) -> tuple[UserState, bool]:
+        """(state, degraded)."""
+        if not self.healthy:
+            return EMPTY_STATE, True
+        assert self.store is not None
+        try:
+            return self.store.get_user_state(user_id), False
+        except self.unavailable as exc:
+            self._failed(exc)
+            return EMPTY_STATE, True
+
+    def trending(self, n: int) -> tuple[list[tuple[str, float]], bool]:
+        if not self.healthy:
+            return [], True
+        assert self.store is not None
+        try:
+            return self.store.trending(n), False
+        except self.unavailable as exc:
+            self._failed(exc)
+            return [], True
+
+
+class TrendingCache:
+    """The trending list, re-read at most every ``ttl_s`` (it decays over hours, not ms)."""
+
+    def __init__(self, reader: StateReader, ttl_s: float, clock: Callable[[], float]) -> None:
+        self.reader = reader
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._entry: tuple[float, int, list[tuple[str, float]]] | None = None
+
+    def get(self, n: int) -> tuple[list[tuple[str, float]], bool]:
+        entry = self._entry  # one read: another thread may replace it
+        now = self.clock()
+        if entry is not None and now - entry[0] < self.ttl_s and (
+            entry[1] >= n or len(entry[2]) < entry[1]  # a short list means there is no more
+        ):
+            return entry[2][:n], False
+        rows, degraded = self.reader.trending(n)
+        if not degraded:
+            self._entry = (now, n, rows)
+        return rows, degraded
+
+
+# ---------------------------------------------------------------------------- service
+class RecommenderService:
+    def __init__(
+        self,
+        models: ModelSource,
+        reader: StateReader,
+        limits: Limits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.models = models
+        self.reader = reader
+        self.limits = limits or Limits()
+        self.trending = TrendingCache(reader, self.limits.trending_cache_s, clock)
+
+    # -- validation --------------------------------------------------------------------
+    def _filters(self, filters: Filters, model: Model) -> Filters:
+        lim = self.limits
+        if len(filters.exclude_item_ids) > lim.max_exclude:
+            raise InvalidArgumentError(
+                f"filters.exclude_item_ids has {len(filters.exclude_item_ids)} ids; "
+                f"the maximum is {lim.max_exclude}"
+            )
+        for item in filters.exclude_item_ids:
+            check_id("filters.exclude_item_ids entry", item, lim.max_id_length)
+        if len(filters.categories) > lim.max_categories:
+            raise InvalidArgumentError(
+                f"filters.categories has {len(filters.categories)} entries; "
+                f"the maximum is {lim.max_categories}"
+            )
+        if filters.categories:
+            known = {g.lower() for g in model.genres}
+            for cat in filters.categories:
+                if not cat.strip():
+                    raise InvalidArgumentError("filters.categories has an empty entry")
+                if cat.lower() not in known:
+                    sample = ", ".join(sorted(model.genres)[:8]) or "none in this model"
+                    raise InvalidArgumentError(
+                        f"unknown category {cat[:64]!r}; known categories include: {sample}"
+                    )
+        return filters
+
+    # -- recommend ---------------------------------------------------------------------
+    def recommend(
+        self, query: RecommendQuery, *, state: tuple[UserState, bool] | None = None
+    ) -> RecommendResult:
+        lim = self.limits
+        user_id = check_id("user_id", query.user_id, lim.max_id_length)
+        k = check_k(query.k, lim.max_k)
+        model = self.models()
+        filters = self._filters(query.filters, model)
+        user_state, degraded = state if state is not None else self.reader.user_state(user_id)
+        weights = combine_weights(model.user_history(user_id), user_state.weights, lim.history_mode)
+        exclude: set[str] = set(filters.exclude_item_ids) | user_state.suppressed
+        if not filters.include_seen:
+            exclude |= user_state.seen
+        categories = list(filters.categories) or None
+        recs = model.recommend(
+            user_id,
+            weights or None,
+            k,
+            exclude=exclude,
+            filter_seen=not filters.include_seen,
+            filter_categories=categories,
+            with_reasons=False,
+        )
+        if recs.source != SOURCE_POPULAR:
+            cold = model.cold_items
+            items = [
+                ScoredItem(
+                    item,
+                    float(score),
+                    REASON_CONTENT if cold[model.item_row(item)] else REASON_COLLABORATIVE,
+                )
+                for item, score in zip(recs.ids, recs.scores, strict=True)
+            ]
+            return RecommendResult(user_id, items, model.version, degraded, recs.source)
+        # No usable history: trending, then popularity. The model's popularity list was
+        # computed with every exclusion already; trending needs them applied here.
+        if not filters.include_seen:
+            exclude |= set(weights)
+        items, trend_degraded = self._trending(model, k, exclude, categories)
+        source = "trending" if items else "popular"
+        if len(items) < k:
+            taken = exclude | {it.item_id for it in items}
+            ids, scores = model.popular(k + len(items), exclude=taken, filter_categories=categories)
+            for item, score in zip(ids, scores, strict=True):
+                if len(items) >= k:
+                    break
+                items.append(ScoredItem(item, float(score), REASON_POPULARITY))
+        return RecommendResult(user_id, items, model.version, degraded or trend_degraded, source)
+
+    def _trending(
+        self, model: Model, k: int, exclude: set[str], categories: list[str] | None
+    ) -> tuple[list[ScoredItem], bool]:
+        want = k + len(exclude) + self.limits.trending_overfetch
+        rows, degraded = self.trending.get(want)
+        wanted = {c.lower() for c in categories} if categories else None
+        out: list[ScoredItem] = []
+        for item, score in rows:
+            if item in exclude:
+                continue
+            if wanted is not None:
+                meta = model.items.get(item)
+                if meta is None or not wanted.intersection(g.lower() for g in meta.genres):
+                    continue
+            out.append(ScoredItem(item, float(score), REASON_TRENDING))
+            if len(out) >= k:
+                break
+        return out, degraded
+
+    # -- similar items -----------------------------------------------------------------
+    def similar_items(self, query: SimilarQuery) -> SimilarResult:
+        lim = self.limits
+        item_id = check_id("item_id", query.item_id, lim.max_id_length)
+        k = check_k(query.k, lim.max_k)
+        model = self.models()
+        filters = self._filters(query.filters, model)
+        if not model.has_item(item_id):
+            raise NotFoundError(f"item {item_id!r} is not in the catalog of model {model.version}")
+        exclude = set(filters.exclude_item_ids)
+        ids, scores = model.similar_items(
+            item_id,
+            k + len(exclude),
+            filter_categories=list(filters.categories) or None,
+        )
+        reason = REASON_CONTENT if model.cold_items[model.item_row(item_id)] else (
+            REASON_COLLABORATIVE
+        )
+        items = [
+            ScoredItem(i, float(s), reason)
+            for i, s in zip(ids, scores, strict=True)
+            if i not in exclude
+        ][:k]
+        return SimilarResult(item_id, items, model.version)
+
+    # -- explain -----------------------------------------------------------------------
+    def explain(self, user_id: str, item_id: str, k: int = 0) -> ExplainResult:
+        lim = self.limits
+        check_id("user_id", user_id, lim.max_id_length)
+        check_id("item_id", item_id, lim.max_id_length)
+        if k < 0:
+            raise InvalidArgumentError(f"k must not be negative, got {k}")
+        k = check_k(k or lim.default_explain_k, lim.max_k)
+        model = self.models()
+        if not model.has_item(item_id):
+            raise NotFoundError(f"item {item_id!r} is not in the catalog of model {model.version}")
+        state, degraded = self.reader.user_state(user_id)
+        weights = combine_weights(model.user_history(user_id), state.weights, lim.history_mode)
+        explanation = model.explain(weights, item_id, k)
+        return ExplainResult(
+            user_id,
+            item_id,
+            explanation.score,
+            list(explanation.contributions),
+            model.version,
+            degraded,
+        )
+
+    # -- batch -------------------------------------------------------------------------
+    def batch(self, widgets: Sequence[Widget]) -> list[WidgetResult]:
+        """Each widget succeeds or fails alone; a user's state is read once per batch."""
+        if len(widgets) > self.limits.max_batch:
+            raise InvalidArgumentError(
+                f"{len(widgets)} widgets in one batch; the maximum is {self.limits.max_batch}"
+            )
+        states: dict[str, tuple[UserState, bool]] = {}
+        out: list[WidgetResult] = []
+        for widget in widgets:
+            try:
+                query = widget.query
+                if query is None:
+                    raise InvalidArgumentError(
+                        f"widget {widget.widget_id[:64]!r} names no request "
+                        "(set recommend or similar_items)"
+                    )
+                if isinstance(query, RecommendQuery):
+                    check_id("user_id", query.user_id, self.limits.max_id_length)
+                    if query.user_id not in states:
+                        states[query.user_id] = self.reader.user_state(query.user_id)
+                    result: RecommendResult | SimilarResult = self.recommend(
+                        query, state=states[query.user_id]
+                    )
+                else:
+                    result = self.similar_items(query)
+                out.append(WidgetResult(widget.widget_id, result=result))
+            except RecsysError as exc:
+                out.append(WidgetResult(widget.widget_id, error=exc))
+        return out
+
+
+def make_filters(
+    exclude_item_ids: Iterable[str] = (),
+    include_seen: bool = False,
+    categories: Iterable[str] = (),
+) -> Filters:
+    return Filters(tuple(exclude_item_ids), include_seen, tuple(categories))
