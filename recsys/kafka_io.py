@@ -140,8 +140,17 @@ def make_consumer(bootstrap: str, group_id: str | None, *topics: str, **override
     return KafkaConsumer(*topics, **config)
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) -> None:
-    """Create the topics that do not exist yet (name -> partitions); idempotent."""
+def ensure_topics(
+    bootstrap: str, topics: dict[str, int], replication: int = 1, timeout_s: float = 30.0
+) -> None:
+    """Create the topics that do not exist yet (name -> partitions); idempotent.
+
+    Returns only once every topic's partitions have leaders in the cluster
+    metadata: a consumer that subscribes right after creation otherwise can join
+    its group with no partitions assigned and wait a whole rebalance.
+    """
+    import time
+
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -157,5 +166,23 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) 
             # Another process may have created them in between: that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
+        deadline = time.monotonic() + timeout_s
+        pending = set(topics)
+        while pending:
+            for info in admin.describe_topics(sorted(pending)):
+                partitions = info.get("partitions") or []
+                if (
+                    info.get("error_code") == 0
+                    and partitions
+                    and all(
+                        p.get("error_code") == 0 and p.get("leader_id", -1) >= 0 for p in partitions
+                    )
+                ):
+                    pending.discard(info["name"])
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not ready after {timeout_s:.0f}s: {sorted(pending)}")
+            time.sleep(0.1)
     finally:
         admin.close()
