@@ -96,27 +96,32 @@ def _wait_until(what: str, ready: Any, settings: RecommenderSettings,
     return None
 
 
-def start(settings: RecommenderSettings, stop: threading.Event | None = None) -> Running:
-    """Start one worker's server and make it ready; returns once SERVING (or stop is set)."""
+def listen(settings: RecommenderSettings) -> Running:
+    """Start one worker's gRPC server, NOT_SERVING and answering UNAVAILABLE until ready."""
     from services.recommender.server import SERVICE_NAME, RecommenderServicer, create_server
 
-    stop = stop or threading.Event()
     health = HealthState([SERVICE_NAME])
     servicer = RecommenderServicer(noop=settings.noop)
     server, port = create_server(settings, servicer, health)
     server.start()
-    running = Running(server, port, health, servicer)
     log.info("recommender listening", extra={"grpc_port": port, "pid": os.getpid(),
                                              "tls": settings.tls is not None})  # fmt: skip
+    return Running(server, port, health, servicer)
+
+
+def start(settings: RecommenderSettings, stop: threading.Event | None = None) -> Running:
+    """Start one worker's server and make it ready; returns once SERVING (or stop is set)."""
+    running = listen(settings)
     try:
-        _make_ready(settings, running, stop)
+        make_ready(settings, running, stop or threading.Event())
     except BaseException:
         stop_running(running, 0)
         raise
     return running
 
 
-def _make_ready(settings: RecommenderSettings, running: Running, stop: threading.Event) -> None:
+def make_ready(settings: RecommenderSettings, running: Running, stop: threading.Event) -> None:
+    """Wait for a model and Redis, then attach the service and report SERVING."""
     from services.recommender import artifact, metrics
     from services.recommender.reload import ModelHolder, ModelWatcher, load_model
     from services.recommender.service import Limits, RecommenderService, StateReader
@@ -246,8 +251,12 @@ def supervise(settings: RecommenderSettings, stop: threading.Event) -> int:
     ctx = multiprocessing.get_context("spawn")  # no fork: gRPC's threads do not survive it
     procs: dict[int, BaseProcess] = {}
 
+    # Under ``python -m`` this module is ``__main__``, which a spawned child cannot import by
+    # that name; the same function imported under the package name pickles by reference.
+    from services.recommender.__main__ import _worker_main as target
+
     def launch(index: int) -> None:
-        proc = ctx.Process(target=_worker_main, args=(settings, index), name=f"worker-{index}")
+        proc = ctx.Process(target=target, args=(settings, index), name=f"worker-{index}")
         proc.start()
         procs[index] = proc
 
