@@ -1,0 +1,204 @@
+"""End-to-end events/s (Kafka -> Redis features) vs the raw kafka-python consume rate.
+
+For each broker (the real Apache Kafka and Tansu, started here from
+``recsys.infra``), the same synthetic click records are produced once, then
+read twice in this one process, each time by a fresh consumer group with the
+same client settings: first by a bare kafka-python loop (the raw rate), then by
+the events service's own batch path (decode, validate, one Redis pipeline of
+scripts, commit). Rates are measured from the first record polled to the last
+one handled, so group-join time is left out of both.
+
+    python -m bench.events_throughput [--quick] [--events N] [--brokers apache,tansu]
+
+Ends with one JSON line (the Apache figures at top level, every broker under "runs").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys.events.v1 import events_pb2
+from recsys.kafka_io import encode, ensure_topics, make_consumer, make_producer
+
+PARTITIONS = 4
+
+
+def synthetic_events(n: int, users: int = 5000, items: int = 2000, seed: int = 1) -> list[bytes]:
+    """Protobuf click events: skewed items, four event types, times in the last n/1000 s."""
+    rng = random.Random(seed)
+    kinds = [
+        events_pb2.EVENT_TYPE_VIEW,
+        events_pb2.EVENT_TYPE_CLICK,
+        events_pb2.EVENT_TYPE_ADD_TO_CART,
+        events_pb2.EVENT_TYPE_PURCHASE,
+    ]
+    base = time.time() - n / 1000.0 - 60
+    out = []
+    for i in range(n):
+        ev = events_pb2.ClickEvent(
+            event_id=f"bench-{seed}-{i}",
+            user_id=f"u{rng.randrange(users)}",
+            item_id=f"i{int(items * rng.random() ** 3)}",
+            event_type=rng.choice(kinds),
+        )
+        ev.event_time.FromNanoseconds(int((base + i / 1000.0) * 1e9))
+        out.append(ev.SerializeToString())
+    return out
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> float:
+    producer = make_producer(bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1,
+                             max_in_flight_requests_per_connection=5)  # fmt: skip
+    _, headers = encode(events_pb2.ClickEvent())
+    started = time.perf_counter()
+    try:
+        for value in payloads:
+            key = events_pb2.ClickEvent.FromString(value).user_id.encode()
+            producer.send(topic, key=key, value=value, headers=list(headers))
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+    return time.perf_counter() - started
+
+
+def raw_consume(bootstrap: str, topic: str, n: int, overrides: dict[str, Any]) -> float:
+    consumer = make_consumer(bootstrap, f"bench-raw-{time.time_ns()}", topic, **overrides)
+    count = 0
+    first = 0.0
+    try:
+        deadline = time.monotonic() + 300
+        while count < n and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=500, max_records=overrides["max_poll_records"])
+            for batch in polled.values():
+                if batch and not first:
+                    first = time.perf_counter()
+                count += len(batch)
+        elapsed = time.perf_counter() - first
+    finally:
+        consumer.close(autocommit=False)
+    if count < n:
+        raise RuntimeError(f"raw consumer read {count} of {n} records")
+    return n / elapsed
+
+
+def service_consume(
+    bootstrap: str, redis_url: str, topic: str, n: int, overrides: dict[str, Any]
+) -> tuple[float, int]:
+    """Events/s through the service's batch path, and Redis round trips made."""
+    from recsys.redis_io import make_redis
+    from recsys.store import KeySchema
+    from recsys.store.redis_store import RedisFeatureStore
+    from services.events.config import load_settings
+    from services.events.consumer import EventsConsumer
+
+    group = f"bench-events-{time.time_ns()}"
+    settings = load_settings(
+        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REDIS_URL": redis_url, "EVENTS_TOPIC": topic,
+         "EVENTS_GROUP_ID": group, "REDIS_KEY_PREFIX": group,
+         "EVENTS_MAX_POLL_RECORDS": str(overrides["max_poll_records"])}
+    )  # fmt: skip
+    store = RedisFeatureStore(make_redis(redis_url), KeySchema(settings.key_prefix), settings.store)
+    store.load_scripts()
+    consumer = make_consumer(bootstrap, group, **overrides)
+    producer = make_producer(bootstrap)
+    loop = EventsConsumer(settings, consumer, producer, store)
+    loop.subscribe()
+    stop = threading.Event()
+    handled = 0
+    first = 0.0
+    trips_before = 0
+    try:
+        deadline = time.monotonic() + 300
+        while handled < n and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=500, max_records=settings.max_poll_records)
+            records = [r for batch in polled.values() for r in batch]
+            if not records:
+                continue
+            if not first:
+                first = time.perf_counter()
+                trips_before = store.round_trips
+            loop.process(records, stop)
+            handled += len(records)
+        elapsed = time.perf_counter() - first
+        trips = store.round_trips - trips_before
+        if loop.applied + loop.duplicates + loop.dead_lettered < n:
+            raise RuntimeError(f"service handled {handled} of {n} records")
+        if loop.dead_lettered:
+            raise RuntimeError(f"{loop.dead_lettered} bench records were dead-lettered")
+        keys = list(store.client.scan_iter(match=f"{group}:*", count=5000))
+        for start in range(0, len(keys), 5000):
+            store.client.delete(*keys[start : start + 5000])
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=5)
+        store.close()
+    return n / elapsed, trips
+
+
+def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> dict[str, Any]:
+    from recsys.infra.launcher import start_kafka
+
+    endpoint = start_kafka(kind, work / kind)  # type: ignore[arg-type]
+    try:
+        topic = f"bench.clicks.{time.time_ns()}"
+        ensure_topics(endpoint.bootstrap, {topic: PARTITIONS})
+        produce_s = produce(endpoint.bootstrap, topic, payloads)
+        overrides = endpoint.consumer_config(max_poll_records=2000, client_id="bench")
+        raw = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
+        rate, trips = service_consume(
+            endpoint.bootstrap, redis_url, topic, len(payloads), overrides
+        )
+    finally:
+        if endpoint.server is not None:
+            endpoint.server.stop()
+    n = len(payloads)
+    return {
+        "broker": kind,
+        "events": n,
+        "events_per_s": round(rate, 1),
+        "raw_consume_per_s": round(raw, 1),
+        "ratio": round(rate / raw, 3),
+        "redis_round_trips_per_1000": round(trips * 1000.0 / n, 3),
+        "produce_per_s": round(n / produce_s, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.events_throughput")
+    parser.add_argument("--quick", action="store_true", help="30k events (under a minute)")
+    parser.add_argument("--events", type=int, default=None, help="default 200k (30k quick)")
+    parser.add_argument("--brokers", default="apache,tansu")
+    args = parser.parse_args(argv)
+    n = args.events or (30_000 if args.quick else 200_000)
+    from recsys.infra.launcher import start_redis
+
+    payloads = synthetic_events(n)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
+        work = Path(tmp)
+        redis = start_redis(work / "redis", appendonly=False)
+        try:
+            for kind in [b.strip() for b in args.brokers.split(",") if b.strip()]:
+                result = run_broker(kind, payloads, redis.url, work)
+                print(json.dumps(result), file=sys.stderr)
+                runs.append(result)
+        finally:
+            if redis.server is not None:
+                redis.server.stop()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    headline = {**runs[0], "peak_rss_mb": round(peak_mb, 1), "runs": runs}
+    print(json.dumps(headline))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
