@@ -1,0 +1,165 @@
+"""Sentiment service settings, read once from the environment and validated at start.
+
+Every variable has a documented default (docs/sentiment.md); a bad value fails
+the start with a ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import ConfigError
+from recsys.kafka_io import TOPIC_FEEDBACK, TOPIC_FEEDBACK_DLQ, TOPIC_FEEDBACK_SCORED
+from recsys.settings import (
+    DEFAULT_KAFKA_BOOTSTRAP,
+    DEFAULT_REDIS_URL,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_str,
+    parse_bootstrap,
+    validate_redis_url,
+)
+
+BACKENDS = ("inprocess", "tfserving")
+DEFAULT_MODEL_DIR = "~/.cache/recsys/models/sentiment"
+DEFAULT_MAX_TEXT_CHARS = 5000
+
+
+def default_model_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("SENTIMENT_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR).expanduser()
+
+
+@dataclass(frozen=True)
+class SentimentSettings:
+    # --- model / backend ----------------------------------------------------------------
+    backend: str = "inprocess"
+    #: TF Serving's ``--model_base_path`` layout: integer version directories.
+    #: A directory holding ``saved_model.pb`` itself is used as is.
+    model_dir: Path = Path(DEFAULT_MODEL_DIR)  # expanded by load_settings
+    #: Pin a version directory under ``model_dir`` (0 = newest, as TF Serving does).
+    model_version: int = 0
+    tfserving_address: str = "127.0.0.1:8500"
+    tfserving_model_name: str = "sentiment"
+    tfserving_signature: str = "serving_default"
+    tfserving_timeout_s: float = 2.0
+    # --- request limits -----------------------------------------------------------------
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_batch: int = 256
+    # --- gRPC / ops ---------------------------------------------------------------------
+    grpc_port: int = 50051
+    grpc_workers: int = 8
+    metrics_port: int = 9100
+    log_level: str = "info"
+    shutdown_grace_s: float = 5.0
+    # --- Kafka path ---------------------------------------------------------------------
+    bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
+    topic: str = TOPIC_FEEDBACK
+    output_topic: str = TOPIC_FEEDBACK_SCORED
+    dlq_topic: str = TOPIC_FEEDBACK_DLQ
+    output_encoding: str = "protobuf"
+    group_id: str = "recsys-sentiment"
+    max_poll_records: int = 256
+    poll_timeout_ms: int = 500
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    create_topics: bool = True
+    topic_partitions: int = 3
+    max_id_length: int = 128
+    max_poll_interval_ms: int = 0
+    session_timeout_ms: int = 0
+    heartbeat_interval_ms: int = 0
+    # --- Redis features ----------------------------------------------------------------
+    redis_url: str = DEFAULT_REDIS_URL
+    key_prefix: str = "rs"
+    #: Half-life of the per-user sentiment average.
+    half_life_s: float = 14 * 86400.0
+    #: How long an item a user complained about stays out of their recommendations.
+    suppress_ttl_s: float = 30 * 86400.0
+    #: Suppress only when P(negative) reaches this (the label must be negative too).
+    suppress_min_probability: float = 0.5
+
+    def consumer_overrides(self) -> dict[str, Any]:
+        overrides: dict[str, Any] = {
+            "max_poll_records": self.max_poll_records,
+            "client_id": "recsys-sentiment",
+        }
+        for key in ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms"):
+            value = getattr(self, key)
+            if value > 0:
+                overrides[key] = value
+        return overrides
+
+
+def _address(value: str, name: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={value!r} is not host:port (e.g. tfserving:8500)")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
+    env = os.environ if env is None else env
+    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP)
+    parse_bootstrap(bootstrap)
+    topic = env_str(env, "SENTIMENT_TOPIC", TOPIC_FEEDBACK)
+    output_topic = env_str(env, "SENTIMENT_OUTPUT_TOPIC", TOPIC_FEEDBACK_SCORED)
+    dlq_topic = env_str(env, "SENTIMENT_DLQ_TOPIC", TOPIC_FEEDBACK_DLQ)
+    if len({topic, output_topic, dlq_topic}) != 3:
+        raise ConfigError(
+            "SENTIMENT_TOPIC, SENTIMENT_OUTPUT_TOPIC and SENTIMENT_DLQ_TOPIC must all differ"
+        )
+    backoff_initial = env_float(env, "SENTIMENT_BACKOFF_INITIAL_S", 0.2, minimum=0.01)
+    return SentimentSettings(
+        backend=env_choice(env, "SENTIMENT_BACKEND", "inprocess", BACKENDS),
+        model_dir=default_model_dir(env),
+        model_version=env_int(env, "SENTIMENT_MODEL_VERSION", 0, minimum=0),
+        tfserving_address=_address(
+            env_str(env, "TFSERVING_ADDRESS", "127.0.0.1:8500"), "TFSERVING_ADDRESS"
+        ),
+        tfserving_model_name=env_str(env, "TFSERVING_MODEL_NAME", "sentiment"),
+        tfserving_signature=env_str(env, "TFSERVING_SIGNATURE", "serving_default"),
+        tfserving_timeout_s=env_float(env, "TFSERVING_TIMEOUT_S", 2.0, minimum=0.01),
+        max_text_chars=env_int(
+            env, "SENTIMENT_MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS, minimum=1, maximum=1_000_000
+        ),
+        max_batch=env_int(env, "SENTIMENT_MAX_BATCH", 256, minimum=1, maximum=100_000),
+        grpc_port=env_int(env, "GRPC_PORT", 50051, minimum=0, maximum=65535),
+        grpc_workers=env_int(env, "GRPC_WORKERS", 8, minimum=1, maximum=256),
+        metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
+        log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        shutdown_grace_s=env_float(env, "SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
+        bootstrap=bootstrap,
+        topic=topic,
+        output_topic=output_topic,
+        dlq_topic=dlq_topic,
+        output_encoding=env_choice(
+            env, "SENTIMENT_OUTPUT_ENCODING", "protobuf", ("protobuf", "json")
+        ),
+        group_id=env_str(env, "SENTIMENT_GROUP_ID", "recsys-sentiment"),
+        max_poll_records=env_int(
+            env, "SENTIMENT_MAX_POLL_RECORDS", 256, minimum=1, maximum=100_000
+        ),
+        poll_timeout_ms=env_int(env, "SENTIMENT_POLL_TIMEOUT_MS", 500, minimum=10, maximum=60_000),
+        backoff_initial_s=backoff_initial,
+        backoff_max_s=env_float(env, "SENTIMENT_BACKOFF_MAX_S", 5.0, minimum=backoff_initial),
+        create_topics=env_bool(env, "SENTIMENT_CREATE_TOPICS", True),
+        topic_partitions=env_int(env, "SENTIMENT_TOPIC_PARTITIONS", 3, minimum=1, maximum=1000),
+        max_id_length=env_int(env, "MAX_ID_LENGTH", 128, minimum=1, maximum=4096),
+        max_poll_interval_ms=env_int(env, "KAFKA_MAX_POLL_INTERVAL_MS", 0, minimum=0),
+        session_timeout_ms=env_int(env, "KAFKA_SESSION_TIMEOUT_MS", 0, minimum=0),
+        heartbeat_interval_ms=env_int(env, "KAFKA_HEARTBEAT_INTERVAL_MS", 0, minimum=0),
+        redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
+        key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
+        half_life_s=env_float(env, "SENTIMENT_HALF_LIFE_S", 14 * 86400.0, minimum=1.0),
+        suppress_ttl_s=env_float(env, "SENTIMENT_SUPPRESS_TTL_S", 30 * 86400.0, minimum=1.0),
+        suppress_min_probability=env_float(
+            env, "SENTIMENT_SUPPRESS_MIN_PROBABILITY", 0.5, minimum=0.0, maximum=1.0
+        ),
+    )

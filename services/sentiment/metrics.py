@@ -1,0 +1,49 @@
+"""Prometheus metrics of the sentiment service (exported on METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "recsys_sentiment_requests_total",
+    "gRPC calls, by method and status code.",
+    ["method", "code"],
+)
+REQUEST_SECONDS = Histogram(
+    "recsys_sentiment_request_seconds",
+    "gRPC handler time, by method.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CLASSIFIED = Counter(
+    "recsys_sentiment_classified_total",
+    "Texts classified (gRPC and Kafka), by label and language.",
+    ["label", "language"],
+)
+FEEDBACK_SCORED = Counter(
+    "recsys_sentiment_feedback_scored_total",
+    "Feedback records scored, written to Redis and produced to the output topic.",
+)
+SUPPRESSED = Counter(
+    "recsys_sentiment_suppressions_total",
+    "Items put in a user's suppression set after negative feedback.",
+)
+DEAD_LETTERED = Counter(
+    "recsys_sentiment_dead_lettered_total",
+    "Feedback records sent to the dead-letter topic, by reason code.",
+    ["reason"],
+)
+BATCH_SECONDS = Histogram(
+    "recsys_sentiment_batch_seconds",
+    "Time from a poll returning a batch to its offsets being committed.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+DEPENDENCY_ERRORS = Counter(
+    "recsys_sentiment_dependency_errors_total",
+    "Failed calls to a dependency that were retried, by dependency.",
+    ["dependency"],
+)
+DEGRADED = Gauge(
+    "recsys_sentiment_degraded",
+    "1 while Redis, Kafka or the model backend is failing and the consumer is backing off.",
+)

@@ -1,0 +1,133 @@
+"""The gRPC transport: SentimentService over the pure core, health and reflection.
+
+Thin on purpose: it turns protobuf requests into core calls and domain errors
+into status codes; everything worth testing without a network lives in
+``services.sentiment.core``. :func:`create_server` returns an unstarted server
+so tests and ``__main__`` decide when it starts and stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+
+from recsys.errors import RecsysError, UnavailableError
+from recsys.health import HealthState, add_health_and_reflection
+from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from services.sentiment import metrics
+from services.sentiment.config import SentimentSettings
+from services.sentiment.core import Prediction, Predictor, Probabilities, TextRequest, classify
+
+SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name
+T = TypeVar("T")
+
+
+class SwappablePredictor:
+    """Forwards to the current backend; lets the server start (NOT_SERVING) before the
+    model has loaded, and is the one place a hot model swap would go."""
+
+    def __init__(self, predictor: Predictor | None = None) -> None:
+        self._current = predictor
+
+    def set(self, predictor: Predictor) -> None:
+        self._current = predictor
+
+    @property
+    def model_version(self) -> str:
+        return self._current.model_version if self._current is not None else ""
+
+    def predict_proba(self, texts: Sequence[str]) -> Probabilities:
+        current = self._current
+        if current is None:
+            raise UnavailableError("the sentiment model is still loading; retry shortly")
+        return current.predict_proba(texts)
+
+
+def to_response(prediction: Prediction) -> sentiment_pb2.ClassifyResponse:
+    return sentiment_pb2.ClassifyResponse(
+        label=prediction.proto_label,  # type: ignore[arg-type]
+        probabilities=prediction.probability_map(),
+        language=prediction.language,
+        model_version=prediction.model_version,
+    )
+
+
+def _text_request(req: sentiment_pb2.ClassifyRequest) -> TextRequest:
+    return TextRequest(req.text, req.language if req.HasField("language") else None)
+
+
+class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
+    def __init__(self, predictor: Predictor, settings: SentimentSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+
+    def _call(self, method: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return fn()
+        except RecsysError as exc:
+            code = exc.grpc_code
+            context.abort(code, str(exc))
+            raise  # unreachable: abort raises
+        finally:
+            metrics.REQUESTS.labels(method, code.name).inc()
+            metrics.REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+    def _classify(self, requests: Sequence[TextRequest]) -> list[Prediction]:
+        predictions = classify(
+            self.predictor,
+            requests,
+            max_chars=self.settings.max_text_chars,
+            max_batch=self.settings.max_batch,
+        )
+        for p in predictions:
+            metrics.CLASSIFIED.labels(p.label_name, p.language).inc()
+        return predictions
+
+    def Classify(  # noqa: N802 (gRPC method name)
+        self, request: sentiment_pb2.ClassifyRequest, context: grpc.ServicerContext
+    ) -> sentiment_pb2.ClassifyResponse:
+        return self._call(
+            "Classify", context, lambda: to_response(self._classify([_text_request(request)])[0])
+        )
+
+    def ClassifyBatch(  # noqa: N802 (gRPC method name)
+        self, request: sentiment_pb2.ClassifyBatchRequest, context: grpc.ServicerContext
+    ) -> sentiment_pb2.ClassifyBatchResponse:
+        def run() -> sentiment_pb2.ClassifyBatchResponse:
+            preds = self._classify([_text_request(r) for r in request.requests])
+            return sentiment_pb2.ClassifyBatchResponse(responses=[to_response(p) for p in preds])
+
+        return self._call("ClassifyBatch", context, run)
+
+
+def create_server(
+    predictor: Predictor,
+    settings: SentimentSettings,
+    health: HealthState,
+    *,
+    port: int | None = None,
+    host: str = "0.0.0.0",
+) -> tuple[grpc.Server, int]:
+    """An unstarted server with SentimentService, health and reflection; returns the bound port.
+
+    Incoming messages are capped at what ``max_batch`` texts of ``max_text_chars``
+    (4 bytes each in UTF-8) can need, so an oversized request is refused by gRPC
+    before it is parsed.
+    """
+    max_message = max(4 * 1024 * 1024, settings.max_batch * settings.max_text_chars * 4 + 65536)
+    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_message)]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers), options=options
+    )
+    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
+        SentimentServicer(predictor, settings), server
+    )
+    add_health_and_reflection(server, health, [SERVICE_NAME])
+    bound = server.add_insecure_port(f"{host}:{settings.grpc_port if port is None else port}")
+    return server, bound
