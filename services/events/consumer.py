@@ -131,7 +131,26 @@ class EventsConsumer:
         self._set(redis_ok=redis_ok, kafka_ok=self._coordinator_known())
 
     # --- the loop ---------------------------------------------------------------------
+    def wait_for_topic(self, stop: threading.Event) -> bool:
+        """Block until the topic's partitions are known; False when asked to stop.
+
+        Subscribing before the metadata exists lets the group assign nothing and
+        then wait out a rebalance, so a fresh topic would sit unconsumed.
+        """
+        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
+        while not stop.is_set():
+            try:
+                if self.consumer.partitions_for_topic(self.settings.topic):
+                    return True
+            except KafkaError as exc:
+                log.warning("topic metadata unavailable", extra={"error": str(exc)})
+            log.info("waiting for topic", extra={"topic": self.settings.topic})
+            stop.wait(next(delays))
+        return False
+
     def run(self, stop: threading.Event) -> None:
+        if not self.wait_for_topic(stop):
+            return
         self.subscribe()
         self.check_dependencies()
         while not stop.is_set():
