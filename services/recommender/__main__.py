@@ -109,11 +109,40 @@ def listen(settings: RecommenderSettings) -> Running:
     return Running(server, port, health, servicer)
 
 
-def start(settings: RecommenderSettings, stop: threading.Event | None = None) -> Running:
-    """Start one worker's server and make it ready; returns once SERVING (or stop is set)."""
+@dataclass
+class Prepared:
+    """A ready service (model loaded, Redis answering) not yet attached to a server."""
+
+    service: Any
+    watcher: Any
+    store: Any
+    version: str
+    items: int
+
+
+def start(
+    settings: RecommenderSettings,
+    stop: threading.Event | None = None,
+    *,
+    listen_first: bool = True,
+) -> Running:
+    """Start one worker's server and make it ready; returns once SERVING (or stop is set).
+
+    ``listen_first`` (one process): the port opens at once, NOT_SERVING, so probes see the
+    process while it loads. Workers sharing a port use ``listen_first=False`` instead: a
+    worker that is still loading must not be in the SO_REUSEPORT group, or the kernel would
+    hand it connections that could only be refused.
+    """
+    stop = stop or threading.Event()
+    if not listen_first:
+        prepared = prepare(settings, stop)
+        running = listen(settings)
+        if prepared is not None:
+            attach(running, prepared)
+        return running
     running = listen(settings)
     try:
-        make_ready(settings, running, stop or threading.Event())
+        make_ready(settings, running, stop)
     except BaseException:
         stop_running(running, 0)
         raise
@@ -122,20 +151,38 @@ def start(settings: RecommenderSettings, stop: threading.Event | None = None) ->
 
 def make_ready(settings: RecommenderSettings, running: Running, stop: threading.Event) -> None:
     """Wait for a model and Redis, then attach the service and report SERVING."""
+    prepared = prepare(settings, stop, running)
+    if prepared is not None:
+        attach(running, prepared)
+
+
+def prepare(
+    settings: RecommenderSettings, stop: threading.Event, running: Running | None = None
+) -> Prepared | None:
+    """Load the model and wait for Redis (None when stopped first)."""
     from services.recommender import artifact, metrics
     from services.recommender.reload import ModelHolder, ModelWatcher, load_model
     from services.recommender.service import Limits, RecommenderService, StateReader
 
-    store = running.store = open_store(settings)
+    limit_blas_threads()
+    store = open_store(settings)
+    if running is not None:
+        running.store = store  # closed by stop_running even if we fail below
 
     def loaded() -> Any:
         path = artifact.resolve(settings.model_dir)  # NotFoundError until a model is published
         return load_model(path)
 
-    model = _wait_until(f"a model in {settings.model_dir}", loaded, settings, stop)
-    if model is None:
-        return
-    _wait_until(f"Redis at {settings.redis_url}", store.ping, settings, stop)
+    try:
+        model = _wait_until(f"a model in {settings.model_dir}", loaded, settings, stop)
+        if model is None:
+            return None
+        _wait_until(f"Redis at {settings.redis_url}", store.ping, settings, stop)
+    except BaseException:
+        if running is None:
+            with contextlib.suppress(Exception):
+                store.close()
+        raise
 
     def on_swap(old: Any, new: Any) -> None:
         if old is not None:
@@ -161,18 +208,41 @@ def make_ready(settings: RecommenderSettings, running: Running, stop: threading.
         trending_overfetch=settings.trending_overfetch,
         redis_retry_s=settings.redis_retry_s,
     )
-    running.servicer.service = RecommenderService(holder.get, reader, limits)
-    watcher = running.watcher = ModelWatcher(
+    watcher = ModelWatcher(
         settings.model_dir,
         holder,
         interval_s=settings.reload_interval_s,
         on_error=lambda version, exc: metrics.RELOADS.labels("failed").inc(),
     )
-    watcher.start()
+    service = RecommenderService(holder.get, reader, limits)
+    return Prepared(service, watcher, store, model.version, model.n_items)
+
+
+def attach(running: Running, prepared: Prepared) -> None:
+    from services.recommender import metrics
+
+    running.store = prepared.store
+    running.watcher = prepared.watcher
+    running.servicer.service = prepared.service
+    prepared.watcher.start()
     metrics.REDIS_UP.set(1)
     running.health.set_serving(True)
-    log.info("recommender serving", extra={"model_version": model.version,
-                                           "items": model.n_items, "grpc_port": running.port})
+    log.info("recommender serving", extra={"model_version": prepared.version,
+                                           "items": prepared.items, "grpc_port": running.port,
+                                           "pid": os.getpid()})  # fmt: skip
+
+
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread per process: a request's algebra is far too small to split, and
+    threaded OpenBLAS spin-waits on the cores the other workers need (measured 10x slower)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - implicit depends on it
+        return
+    threadpool_limits(1)
 
 
 def stop_running(running: Running, grace_s: float) -> None:
@@ -187,9 +257,11 @@ def stop_running(running: Running, grace_s: float) -> None:
     log.info("recommender stopped", extra={"pid": os.getpid()})
 
 
-def serve(settings: RecommenderSettings, stop: threading.Event) -> int:
+def serve(
+    settings: RecommenderSettings, stop: threading.Event, *, listen_first: bool = True
+) -> int:
     """Run one worker in this process until ``stop`` is set."""
-    running = start(settings, stop)
+    running = start(settings, stop, listen_first=listen_first)
     try:
         stop.wait()
     finally:
@@ -212,7 +284,7 @@ def _worker_main(settings: RecommenderSettings, index: int) -> None:
     stop = threading.Event()
     _install_stop_handlers(stop)
     try:
-        sys.exit(serve(settings, stop))
+        sys.exit(serve(settings, stop, listen_first=False))
     except RecsysError as exc:
         log.error("worker failed", extra={"worker": index, "error": str(exc)})
         sys.exit(2)
@@ -310,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging("recommender", settings.log_level)
+    for name in BLAS_THREAD_VARS:  # inherited by spawned workers before they import numpy
+        os.environ.setdefault(name, "1")
     stop = threading.Event()
     _install_stop_handlers(stop)
     try:

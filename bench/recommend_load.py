@@ -1,0 +1,246 @@
+"""Recommend throughput and latency under ghz, against a no-op handler on the same stack.
+
+For each catalog (the ML-100K model, and a synthetic 100,000-item model), the real server
+(``python -m services.recommender``, ``WORKERS`` processes sharing the port) runs with live
+user state in a real redis-server; ghz (compiled Go, built here with ``go install`` if
+missing) drives ``Recommend`` for random known users:
+
+1. the maximum rate at fixed concurrency (``-c``, spread over ``--connections`` HTTP/2
+   connections so SO_REUSEPORT can spread them over the workers);
+2. the latency at half that rate (``--rps``), the figure a capacity plan uses;
+3. in the same run, the same server in ``RECOMMENDER_NOOP=1`` mode (Recommend returns an
+   empty answer without touching the model or Redis): what gRPC, protobuf and the
+   servicer cost on their own. ``ratio`` = Recommend QPS / no-op QPS.
+
+Without Go, a Python multiprocessing client stands in (documented in docs/benchmarks.md;
+it competes with the server for the same cores, so its figures are lower bounds).
+
+    python -m bench.recommend_load [--quick] [--concurrency 16] [--connections 8]
+
+Ends with one JSON line: the ML-100K figures at top level, the large catalog under "large".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.recommender_common import (
+    LoadResult,
+    ensure_ghz,
+    log,
+    ml100k_split,
+    recommender,
+    redis_endpoint,
+    run_ghz,
+    seed_ml100k_state,
+    seed_synthetic_state,
+    synthetic_model,
+    train_ml100k,
+)
+
+PREFIX = "bench-load"
+
+
+# ----------------------------------------------------------------- Python fallback client
+def _py_worker(target: str, users: list[str], k: int, duration_s: float, threads: int,
+               rps: float, out: Any) -> None:  # fmt: skip
+    import random
+    import threading
+
+    import grpc
+
+    from recsys.recommender.v1 import recommender_pb2 as pb
+    from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    stub = pb_grpc.RecommenderServiceStub(channel)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    end = time.perf_counter() + duration_s
+    interval = threads / rps if rps else 0.0
+
+    def loop() -> None:
+        rng = random.Random()
+        next_at = time.perf_counter()
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                return
+            if interval:
+                if now < next_at:
+                    time.sleep(next_at - now)
+                next_at += interval
+            started = time.perf_counter()
+            try:
+                stub.Recommend(pb.RecommendRequest(user_id=rng.choice(users), k=k), timeout=5)
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+            except grpc.RpcError as exc:
+                with lock:
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+
+    pool = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    channel.close()
+    out.put((latencies, errors))
+
+
+def run_python(target: str, users: list[str], *, concurrency: int, connections: int,
+               duration_s: float, rps: int = 0, k: int = 10) -> LoadResult:  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    threads = max(1, concurrency // connections)
+    work = (target, users, k, duration_s, threads, rps / connections, queue)
+    procs = [ctx.Process(target=_py_worker, args=work) for _ in range(connections)]
+    for p in procs:
+        p.start()
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    for _ in procs:
+        lat, err = queue.get()
+        latencies += lat
+        for key, n in err.items():
+            errors[key] = errors.get(key, 0) + n
+    for p in procs:
+        p.join()
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        if not latencies:
+            return math.nan
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return LoadResult("python", len(latencies), len(latencies) / duration_s, pct(0.5), pct(0.9),
+                      pct(0.99), errors)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the runs
+class Driver:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ghz = None if args.python_client else ensure_ghz()
+        if self.ghz is None:
+            log("ghz unavailable: using the Python multiprocessing client")
+
+    def run(self, target: str, users: list[str], template: dict[str, Any], duration_s: float,
+            rps: int = 0) -> LoadResult:  # fmt: skip
+        a = self.args
+        if self.ghz is not None:
+            return run_ghz(self.ghz, target, template, concurrency=a.concurrency,
+                           connections=a.connections, duration_s=duration_s, rps=rps,
+                           cpus=a.ghz_cpus)  # fmt: skip
+        return run_python(target, users, concurrency=a.concurrency, connections=a.connections,
+                          duration_s=duration_s, rps=rps)  # fmt: skip
+
+    def measure(self, target: str, users: list[str], template: dict[str, Any],
+                half: bool = True) -> dict[str, Any]:  # fmt: skip
+        a = self.args
+        self.run(target, users, template, a.warmup)
+        peak = self.run(target, users, template, a.duration)
+        out: dict[str, Any] = {"max": peak.summary()}
+        log(f"  max: {peak.summary()}")
+        if half:
+            rate = max(1, int(peak.rps / 2))
+            at_half = self.run(target, users, template, a.duration, rps=rate)
+            out["half"] = {**at_half.summary(), "target_qps": rate}
+            log(f"  half load ({rate}/s): {at_half.summary()}")
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (about 1-2 minutes)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=None)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument("--ghz-cpus", type=int, default=1)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--large-items", type=int, default=100_000)
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--python-client", action="store_true", help="force the fallback")
+    args = parser.parse_args(argv)
+    args.duration = args.duration or (5.0 if args.quick else 15.0)
+    args.warmup = args.warmup or (2.0 if args.quick else 5.0)
+    driver = Driver(args)
+    server_env = {"WORKERS": str(args.workers), "TRENDING_CACHE_S": "1"}
+    report: dict[str, Any] = {"workers": args.workers, "concurrency": args.concurrency,
+                              "connections": args.connections, "k": args.k,
+                              "cpus": os.cpu_count()}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-recommend-") as tmp:
+        work = Path(tmp)
+        with redis_endpoint(work / "redis") as redis_url:
+            # ---- ML-100K: trained on the first 80% (time order); the rest is live state
+            started = time.perf_counter()
+            data = ml100k_split(0.8)
+            ml_store = work / "ml-store"
+            train_ml100k(data, ml_store)
+            n_live = seed_ml100k_state(redis_url, PREFIX, data)
+            log(f"ML-100K model trained, {n_live} live events in Redis "
+                f"({time.perf_counter() - started:.1f}s)")  # fmt: skip
+            ml_users = list(data.log.user_ids)
+            n_ml_items = len(data.log.item_ids)
+            template = {"user_id": f"{{{{randomInt 1 {len(ml_users) + 1}}}}}", "k": args.k}
+            log("ML-100K Recommend")
+            with recommender(ml_store, redis_url, PREFIX, work, **server_env) as srv:
+                ml = driver.measure(srv.target, ml_users, template)
+            log("no-op handler, same stack")
+            with recommender(ml_store, redis_url, PREFIX, work, RECOMMENDER_NOOP="1",
+                             **server_env) as srv:  # fmt: skip
+                noop = driver.measure(srv.target, ml_users, template, half=False)
+            report["ml100k"] = {"catalog_items": n_ml_items, **ml}
+            report["noop"] = noop
+            # ---- synthetic large catalog
+            if not args.skip_large:
+                n_users = 5000
+                large_store = work / "large-store"
+                started = time.perf_counter()
+                synthetic_model(large_store, args.large_items, n_users=n_users)
+                seed_synthetic_state(redis_url, PREFIX + "-large", n_users, args.large_items)
+                log(f"synthetic {args.large_items}-item model ready "
+                    f"({time.perf_counter() - started:.1f}s)")  # fmt: skip
+                users = [f"u{n}" for n in range(n_users)]
+                template_l = {"user_id": f"u{{{{randomInt 0 {n_users}}}}}", "k": args.k}
+                log(f"{args.large_items}-item Recommend")
+                with recommender(large_store, redis_url, PREFIX + "-large", work,
+                                 **server_env) as srv:  # fmt: skip
+                    large = driver.measure(srv.target, users, template_l)
+                report["large"] = {"catalog_items": args.large_items, **large}
+    qps = report["ml100k"]["max"]["qps"]
+    noop_qps = report["noop"]["max"]["qps"]
+    headline: dict[str, Any] = {
+        "catalog_items": report["ml100k"]["catalog_items"],
+        "qps": qps,
+        "noop_qps": noop_qps,
+        "ratio": round(qps / noop_qps, 3) if noop_qps else None,
+        "p50_ms": report["ml100k"]["max"]["p50_ms"],
+        "p99_ms_at_half_load": report["ml100k"]["half"]["p99_ms"],
+        "tool": report["ml100k"]["max"]["tool"],
+    }
+    if "large" in report:
+        headline["large"] = {
+            "catalog_items": report["large"]["catalog_items"],
+            "qps": report["large"]["max"]["qps"],
+            "p50_ms": report["large"]["max"]["p50_ms"],
+            "p99_ms_at_half_load": report["large"]["half"]["p99_ms"],
+        }
+    log("details: " + json.dumps(report))
+    print(json.dumps(headline))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,322 @@
+"""Shared pieces of the recommender benchmarks: models, Redis state, the server process, ghz.
+
+The server is always the real one (``python -m services.recommender``) in its own
+process(es), configured only through its environment, so the benchmarks measure what a
+deployment runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GHZ_VERSION = "v0.121.0"
+GHZ_MODULE = f"github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION}"
+TOOLS = Path.home() / ".cache" / "recsys" / "tools"
+PROTO = "recsys/recommender/v1/recommender.proto"
+RECOMMEND = "recsys.recommender.v1.RecommenderService.Recommend"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------- ghz
+def ensure_ghz() -> str | None:
+    """Path to ghz: on PATH, in the tools cache, or built now with ``go install`` (None: no Go)."""
+    found = shutil.which("ghz")
+    if found:
+        return found
+    cached = TOOLS / "ghz"
+    if cached.is_file():
+        return str(cached)
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file()
+                                else None)  # fmt: skip
+    if go is None:
+        return None
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    log(f"building ghz {GHZ_VERSION} with go install (one-off, a few minutes)")
+    env = {**os.environ, "GOBIN": str(TOOLS)}
+    done = subprocess.run([go, "install", GHZ_MODULE], env=env, capture_output=True, text=True)
+    if done.returncode != 0 or not cached.is_file():
+        log(f"go install failed: {done.stderr[-2000:]}")
+        return None
+    return str(cached)
+
+
+@dataclass
+class LoadResult:
+    tool: str
+    count: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "requests": self.count,
+            "qps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p90_ms": round(self.p90_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "errors": self.errors,
+        }
+
+
+def run_ghz(
+    ghz: str,
+    target: str,
+    data: dict[str, Any],
+    *,
+    concurrency: int,
+    connections: int,
+    duration_s: float,
+    rps: int = 0,
+    cpus: int = 1,
+    call: str = RECOMMEND,
+) -> LoadResult:
+    """One ghz run; ``rps=0`` means as fast as ``concurrency`` in-flight requests allow."""
+    args = [
+        ghz, "--insecure", "--proto", str(ROOT / "protos" / PROTO),
+        "--import-paths", str(ROOT / "protos"), "--call", call,
+        "-d", json.dumps(data), "-c", str(concurrency), "--connections", str(connections),
+        "-z", f"{duration_s}s", "--cpus", str(cpus), "--timeout", "5s", "--format", "json",
+    ]  # fmt: skip
+    if rps:
+        args += ["--rps", str(rps)]
+    done = subprocess.run([*args, target], capture_output=True, text=True, check=False)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr[-2000:]}")
+    report = json.loads(done.stdout)
+    lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    codes = dict(report.get("statusCodeDistribution") or {})
+    errors = {k: v for k, v in codes.items() if k != "OK"}
+    return LoadResult("ghz", int(report["count"]), float(report["rps"]),
+                      lat.get(50, float("nan")), lat.get(90, float("nan")),
+                      lat.get(99, float("nan")), errors)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ Redis
+@contextmanager
+def redis_endpoint(work_dir: Path) -> Iterator[str]:
+    """``REDIS_URL`` if set, else a private redis-server stopped on exit."""
+    from recsys.infra.launcher import start_redis
+
+    endpoint = start_redis(work_dir, appendonly=False)
+    try:
+        yield endpoint.url
+    finally:
+        if endpoint.server is not None:
+            endpoint.server.stop()
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass
+class Ml100k:
+    log: Any  # services.recommender.evaluation.EventLog
+    train_idx: np.ndarray
+    rest_idx: np.ndarray
+
+
+def ml100k_split(train_frac: float) -> Ml100k:
+    from recsys.data.movielens import load_ml100k
+    from services.recommender.evaluation import event_log_from_movielens, time_split
+
+    log_ = event_log_from_movielens(load_ml100k())
+    train_idx, rest_idx = time_split(np.arange(len(log_)), train_frac)
+    return Ml100k(log_, train_idx, rest_idx)
+
+
+def train_ml100k(data: Ml100k, store: Path, config: Any = None) -> str:
+    """ALS on the training part, published into ``store``; returns the version."""
+    from services.recommender.training import TrainConfig, UserItemMatrix, train
+
+    matrix = data.log.matrix(data.train_idx)
+    model = train(UserItemMatrix(matrix, data.log.user_ids, data.log.item_ids),
+                  config or TrainConfig(), items=data.log.item_meta)  # fmt: skip
+    return model.save(store)
+
+
+def synthetic_model(store: Path, n_items: int, *, n_users: int = 5000, factors: int = 64,
+                    history: int = 20, seed: int = 7) -> str:  # fmt: skip
+    """A random-factor model of ``n_items`` items (serving cost does not depend on how the
+    factors were fitted, only on their shape); users have ``history`` training items each."""
+    from services.recommender.model import ItemMeta, Model
+    from services.recommender.weights import Weighting, WeightingConfig
+
+    rng = np.random.default_rng(seed)
+    item_factors = (rng.standard_normal((n_items, factors)) / np.sqrt(factors)).astype(np.float32)
+    user_factors = (rng.standard_normal((n_users, factors)) / np.sqrt(factors)).astype(np.float32)
+    popularity = np.floor(1000 * rng.pareto(1.2, n_items)).astype(np.float32)
+    indices = np.concatenate([rng.choice(n_items, history, replace=False) for _ in range(n_users)])
+    indptr = np.arange(0, n_users * history + 1, history, dtype=np.int64)
+    data = np.full(len(indices), 2.0, dtype=np.float32)
+    genres = [f"g{g}" for g in range(20)]
+    item_ids = [f"i{n}" for n in range(n_items)]
+    meta = {i: ItemMeta(i, genres=(genres[n % 20],)) for n, i in enumerate(item_ids)}
+    model = Model(
+        version=_version(),
+        item_ids=item_ids,
+        user_ids=[f"u{n}" for n in range(n_users)],
+        item_factors=item_factors,
+        user_factors=user_factors,
+        regularization=0.05,
+        weighting=Weighting(WeightingConfig(scheme="none"), np.ones(n_items, np.float32), n_items),
+        item_popularity=popularity,
+        history=(indptr, indices.astype(np.int32), data),
+        items=meta,
+    )
+    return model.save(store)
+
+
+def _version() -> str:
+    from services.recommender.artifact import new_version_id
+
+    return new_version_id()
+
+
+def seed_synthetic_state(redis_url: str, prefix: str, n_users: int, n_items: int,
+                         clicks: int = 10, seed: int = 8) -> None:  # fmt: skip
+    """Live clicks in Redis for every synthetic user (what the events service would write)."""
+    from recsys.redis_io import make_redis
+    from recsys.store import FeatureEvent, KeySchema
+    from recsys.store.redis_store import RedisFeatureStore
+
+    rng = np.random.default_rng(seed)
+    store = RedisFeatureStore(make_redis(redis_url), KeySchema(prefix))
+    now = time.time()
+    batch: list[FeatureEvent] = []
+    for u in range(n_users):
+        for item in rng.choice(n_items, clicks, replace=False):
+            batch.append(FeatureEvent(f"s{u}-{item}", f"u{u}", f"i{item}", "click", 2.0, now))
+        if len(batch) >= 2000:
+            store.apply_events(batch, now)
+            batch = []
+    if batch:
+        store.apply_events(batch, now)
+    store.close()
+
+
+def seed_ml100k_state(redis_url: str, prefix: str, data: Ml100k) -> int:
+    """The events after the training cut, applied as rating events (weight = rating)."""
+    from recsys.redis_io import make_redis
+    from recsys.store import FeatureEvent, KeySchema
+    from recsys.store.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore(make_redis(redis_url), KeySchema(prefix))
+    lg = data.log
+    batch: list[FeatureEvent] = []
+    for e in data.rest_idx:
+        batch.append(FeatureEvent(f"ml-{int(e)}", lg.user_ids[int(lg.users[e])],
+                                  lg.item_ids[int(lg.items[e])], "rating",
+                                  float(lg.ratings[e]), float(lg.timestamps[e])))  # fmt: skip
+        if len(batch) >= 2000:
+            store.apply_events(batch)
+            batch = []
+    if batch:
+        store.apply_events(batch)
+    store.close()
+    return len(data.rest_idx)
+
+
+# ----------------------------------------------------------------------------- server
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_serving(
+    target: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {target} not SERVING after {timeout_s}s")
+
+
+@contextmanager
+def recommender(model_dir: Path, redis_url: str, prefix: str, work_dir: Path,
+                **env: str) -> Iterator[ServerProcess]:  # fmt: skip
+    """``python -m services.recommender`` with the given environment; SIGTERM on exit."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "RECSYS_MODEL_DIR": str(model_dir),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(port),
+        "METRICS_PORT": "0",
+        "LOG_LEVEL": "info",
+        "GRACE_S": "2",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = work_dir / f"recommender-{port}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.recommender"], cwd=ROOT,
+                                env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    server = ServerProcess(proc, port, log_path)
+    try:
+        wait_serving(server.target, 120, proc)
+        # health answers from whichever worker got the connection: wait for all of them
+        workers = int(full_env.get("WORKERS", "1") or "1")
+        deadline = time.monotonic() + 120
+        while log_path.read_text(errors="replace").count('"recommender serving"') < workers:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"not every worker became ready; see {log_path}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
