@@ -1,0 +1,601 @@
+"""Offline evaluation: three protocols, ranking metrics, baselines and a validation search.
+
+Protocols (documented with results in docs/evaluation.md):
+
+``random``
+    A seeded random 80/20 split of all ratings; every held-out rating is a positive. This is
+    the setting of the published MovieLens-100K tables (MF P@10 0.366), so numbers compare.
+``temporal``
+    Per user, the last 20% of their events (by time) are held out; held-out ratings ≥ 4 are
+    positives. Closer to deployment: the model predicts each user's *future*.
+``replay``
+    Train on the first half of the global timeline, then replay the second half in time order:
+    before applying each event, recommend top-10 for its user and count a hit if the event's
+    item is in the list (next-item HR@10). Compares popularity, the static model, and the model
+    with every event seen so far folded into the user's vector (what the service does online).
+
+Hyperparameters are always chosen on a *validation split carved out of the training part*
+with the same protocol (never on the test split); the chosen values are then refit on the whole
+training part and scored once on the test part.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from services.recommender.model import ItemMeta, Model, top_k
+from services.recommender.training import TrainConfig, UserItemMatrix, train
+
+log = logging.getLogger(__name__)
+
+K = 10
+PROTOCOLS = ("random", "temporal", "replay")
+METRIC_KEYS = ("p@10", "r@10", "ndcg@10", "hr@10", "map@10", "coverage", "mean_pop")
+
+
+# --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class EventLog:
+    """Interactions as row indices into fixed user/item id lists, in time order."""
+
+    users: np.ndarray  # int64 rows
+    items: np.ndarray  # int64 rows
+    ratings: np.ndarray  # float32
+    timestamps: np.ndarray  # int64
+    user_ids: list[str]
+    item_ids: list[str]
+    item_meta: dict[str, ItemMeta]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def matrix(self, idx: np.ndarray, *, min_rating: float | None = None) -> sp.csr_matrix:
+        """Users × items matrix of the ratings at ``idx`` (optionally only those ≥ min_rating)."""
+        idx = np.asarray(idx)
+        if min_rating is not None:
+            idx = idx[self.ratings[idx] >= min_rating]
+        m = sp.csr_matrix(
+            (self.ratings[idx], (self.users[idx], self.items[idx])),
+            shape=(self.n_users, self.n_items),
+            dtype=np.float32,
+        )
+        m.sum_duplicates()
+        m.sort_indices()
+        return m
+
+
+def _id_sort_key(value: str) -> tuple[int, int, str]:
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+
+
+def event_log_from_movielens(ml: Any) -> EventLog:
+    """From ``recsys.data.movielens.MovieLens``; the catalogue is every item with metadata."""
+    inter = ml.interactions
+    order = np.lexsort((np.arange(len(inter)), inter.timestamps))  # stable time order
+    user_ids = sorted({str(u) for u in inter.user_ids} | set(ml.users), key=_id_sort_key)
+    item_ids = sorted({str(i) for i in inter.item_ids} | set(ml.items), key=_id_sort_key)
+    upos = {u: r for r, u in enumerate(user_ids)}
+    ipos = {i: r for r, i in enumerate(item_ids)}
+    meta = {
+        item_id: ItemMeta(item_id, info.title, info.year, tuple(info.genres))
+        for item_id, info in ml.items.items()
+    }
+    return EventLog(
+        users=np.array([upos[str(u)] for u in inter.user_ids[order]], dtype=np.int64),
+        items=np.array([ipos[str(i)] for i in inter.item_ids[order]], dtype=np.int64),
+        ratings=np.asarray(inter.ratings[order], dtype=np.float32),
+        timestamps=np.asarray(inter.timestamps[order], dtype=np.int64),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        item_meta=meta,
+    )
+
+
+# ------------------------------------------------------------------------- splits
+def random_split(idx: np.ndarray, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uniformly random split of the events ``idx`` (sorted outputs keep time order)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(np.asarray(idx))
+    n_test = round(len(perm) * test_frac)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def temporal_user_split(
+    log_: EventLog, idx: np.ndarray, test_frac: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the last ``test_frac`` of their events in ``idx`` (time order) → test.
+
+    ``idx`` must be in time order (event-log order is). A user with a single event keeps it
+    in training; otherwise at least one event goes to test.
+    """
+    idx = np.sort(np.asarray(idx))
+    users = log_.users[idx]
+    order = np.argsort(users, kind="stable")  # events grouped per user, time order inside
+    counts = np.bincount(users, minlength=log_.n_users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    pos = np.empty(len(idx), dtype=np.int64)
+    pos[order] = np.arange(len(idx)) - np.repeat(starts, counts)
+    n_user = counts[users]
+    n_test = np.where(n_user > 1, np.maximum(1, np.floor(n_user * test_frac + 1e-9)), 0)
+    is_test = pos >= n_user - n_test
+    return idx[~is_test], idx[is_test]
+
+
+def time_split(idx: np.ndarray, first_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``first_frac`` of the events ``idx`` (time order) and the rest."""
+    idx = np.sort(np.asarray(idx))
+    cut = round(len(idx) * first_frac)
+    return idx[:cut], idx[cut:]
+
+
+# ------------------------------------------------------------------------ metrics
+def ranking_metrics(
+    recs: np.ndarray, relevant: sp.csr_matrix, users: np.ndarray, k: int = K
+) -> dict[str, float]:
+    """Mean P/R/NDCG/HR/MAP@k over ``users``; ``recs[j]`` is user ``users[j]``'s list
+    (item rows, −1 padding). ``relevant`` is a users × items matrix of test positives."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    sums = dict.fromkeys(("p", "r", "ndcg", "hr", "map"), 0.0)
+    for j, u in enumerate(users):
+        rel = relevant.indices[relevant.indptr[u] : relevant.indptr[u + 1]]
+        n_rel = len(rel)
+        if n_rel == 0:
+            continue
+        hits = np.isin(recs[j, :k], rel) & (recs[j, :k] >= 0)
+        n_hits = int(hits.sum())
+        sums["p"] += n_hits / k
+        sums["r"] += n_hits / n_rel
+        sums["hr"] += float(n_hits > 0)
+        idcg = discounts[: min(n_rel, k)].sum()
+        sums["ndcg"] += float((hits * discounts[: len(hits)]).sum() / idcg)
+        if n_hits:
+            precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+            sums["map"] += float((precision_at * hits).sum() / min(n_rel, k))
+    n = max(len(users), 1)
+    return {
+        "p@10": sums["p"] / n,
+        "r@10": sums["r"] / n,
+        "ndcg@10": sums["ndcg"] / n,
+        "hr@10": sums["hr"] / n,
+        "map@10": sums["map"] / n,
+    }
+
+
+def list_metrics(recs: np.ndarray, popularity: np.ndarray) -> dict[str, float]:
+    """Catalogue coverage (share of items in any list) and mean training popularity
+    (users per item) of the recommended items: low coverage + high popularity = blockbusters."""
+    flat = recs[recs >= 0]
+    n_items = len(popularity)
+    return {
+        "coverage": len(np.unique(flat)) / n_items if n_items else 0.0,
+        "mean_pop": float(popularity[flat].mean()) if flat.size else 0.0,
+    }
+
+
+def batch_top_k(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
+    """Row-wise top-k of ``scores`` (m × n) excluding ``seen`` (m × n); −1 pads short rows."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+    scores[rows, seen.indices] = -np.inf
+    kk = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    best_scores = np.take_along_axis(part_scores, order, axis=1)
+    out = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    out[:, :kk] = np.where(np.isfinite(best_scores), best, -1)
+    return out
+
+
+# -------------------------------------------------------------------- recommenders
+class Recommender(Protocol):
+    name: str
+
+    def fit(self, train_m: sp.csr_matrix) -> None: ...
+
+    def scores(self, users: np.ndarray) -> np.ndarray: ...
+
+
+class PopularityRec:
+    """Items by number of training users (the non-personalised baseline)."""
+
+    name = "popularity"
+
+    def __init__(self) -> None:
+        self.pop = np.zeros(0, dtype=np.float32)
+
+    def fit(self, train_m: sp.csr_matrix) -> None:
+        self.pop = np.diff(train_m.tocsc().indptr).astype(np.float32)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.pop, (len(users), len(self.pop)))
+
+
+class ItemKNNRec:
+    """implicit's item-item cosine neighbourhood model (``K`` neighbours per item)."""
+
+    name = "itemknn"
+
+    def __init__(self, k_neighbours: int = 100, binary: bool = False) -> None:
+        self.k_neighbours = k_neighbours
+        self.binary = binary
+        self.sim: sp.csr_matrix | None = None
+        self.train_m: sp.csr_matrix | None = None
+
+    def fit(self, train_m: sp.csr_matrix) -> None:
+        from implicit.nearest_neighbours import CosineRecommender
+
+        m = train_m.copy()
+        if self.binary:
+            m.data[:] = 1.0
+        rec = CosineRecommender(K=self.k_neighbours, num_threads=2)
+        rec.fit(m, show_progress=False)
+        self.sim = rec.similarity.tocsr()
+        self.train_m = m
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        assert self.sim is not None and self.train_m is not None
+        out: np.ndarray = np.asarray((self.train_m[users] @ self.sim).todense(), dtype=np.float32)
+        return out
+
+
+class BPRRec:
+    """implicit's Bayesian Personalised Ranking (pairwise SGD on sampled negatives)."""
+
+    name = "bpr"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        seed: int = 42,
+    ) -> None:
+        self.params = {
+            "factors": factors,
+            "learning_rate": learning_rate,
+            "regularization": regularization,
+            "iterations": iterations,
+        }
+        self.seed = seed
+        self.user_factors = np.zeros((0, 0), dtype=np.float32)
+        self.item_factors = np.zeros((0, 0), dtype=np.float32)
+
+    def fit(self, train_m: sp.csr_matrix) -> None:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            bpr = BayesianPersonalizedRanking(**self.params, num_threads=2, random_state=self.seed)
+            bpr.fit(train_m, show_progress=False)
+        self.user_factors = np.asarray(bpr.user_factors)
+        self.item_factors = np.asarray(bpr.item_factors)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.user_factors[users] @ self.item_factors.T
+        return out
+
+
+class ALSRec:
+    """Our training path (weighting + implicit ALS + :class:`Model`), scored like serving."""
+
+    name = "als"
+
+    def __init__(self, config: TrainConfig, log_: EventLog) -> None:
+        self.config = config
+        self.log = log_
+        self.model: Model | None = None
+
+    def fit(self, train_m: sp.csr_matrix) -> None:
+        data = UserItemMatrix(train_m, self.log.user_ids, self.log.item_ids)
+        self.model = train(data, self.config, items=self.log.item_meta, keep_history=False)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        assert self.model is not None
+        vectors = np.zeros((len(users), self.model.n_factors), dtype=np.float32)
+        for j, u in enumerate(users):  # users without training events stay at zero
+            row = self.model.user_row(self.log.user_ids[u])
+            if row is not None:
+                vectors[j] = self.model.user_factors[row]
+        return self.model.score_vectors(vectors)
+
+
+def evaluate(
+    rec: Recommender,
+    train_m: sp.csr_matrix,
+    test_pos: sp.csr_matrix,
+    k: int = K,
+    *,
+    popularity: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Fit on ``train_m`` and score every user with a test positive. Users with no training
+    events get the popularity list from every model (none can do better for them)."""
+    rec.fit(train_m)
+    pop = popularity if popularity is not None else np.diff(train_m.tocsc().indptr)
+    users = np.flatnonzero(np.diff(test_pos.indptr) > 0)
+    recs = np.empty((len(users), k), dtype=np.int64)
+    cold_users = np.diff(train_m.indptr)[users] == 0
+    for lo in range(0, len(users), 1024):
+        chunk = users[lo : lo + 1024]
+        recs[lo : lo + len(chunk)] = batch_top_k(rec.scores(chunk), train_m[chunk], k)
+    if cold_users.any():
+        pop_list = top_k(np.asarray(pop, dtype=np.float32), k)
+        recs[cold_users] = pop_list
+    out = ranking_metrics(recs, test_pos, users, k)
+    out.update(list_metrics(recs, np.asarray(pop, dtype=np.float32)))
+    return out
+
+
+# --------------------------------------------------------------------- search grids
+ALS_GRID: dict[str, list[Any]] = {
+    "factors": [32, 64, 128],
+    "regularization": [0.01, 0.1, 1.0],
+    "scheme": ["none", "bm25"],
+    "alpha": [1.0, 5.0, 20.0],
+    "b": [0.8],
+    "iterations": [15],
+}
+ITEMKNN_GRID: dict[str, list[Any]] = {"k_neighbours": [20, 50, 100, 200], "binary": [False, True]}
+BPR_GRID: dict[str, list[Any]] = {
+    "factors": [64, 128],
+    "learning_rate": [0.01, 0.05],
+    "regularization": [0.01, 0.001],
+    "iterations": [100],
+}
+
+
+def grid(space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    keys = list(space)
+    return [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(space[k] for k in keys))
+    ]
+
+
+@dataclass
+class SearchResult:
+    name: str
+    best: dict[str, Any]
+    table: list[dict[str, Any]]  # params + validation metric per configuration
+
+
+def search(
+    name: str,
+    factory: Callable[[dict[str, Any]], Recommender],
+    candidates: Iterable[dict[str, Any]],
+    score: Callable[[Recommender], float],
+    metric: str,
+) -> SearchResult:
+    """Try each configuration, keep the best validation ``metric`` (first wins ties)."""
+    table: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    best_value = -math.inf
+    for params in candidates:
+        started = time.perf_counter()
+        value = score(factory(params))
+        table.append({**params, metric: value, "seconds": time.perf_counter() - started})
+        log.info("%s %s -> %s=%.4f", name, params, metric, value)
+        if value > best_value:
+            best, best_value = params, value
+    assert best is not None, "empty search grid"
+    return SearchResult(name, best, table)
+
+
+def _als_factory(base: TrainConfig, log_: EventLog) -> Callable[[dict[str, Any]], Recommender]:
+    def make(params: dict[str, Any]) -> Recommender:
+        return ALSRec(base.with_params(**params), log_)
+
+    return make
+
+
+def _factories(
+    log_: EventLog, base: TrainConfig
+) -> dict[str, tuple[Callable[[dict[str, Any]], Recommender], list[dict[str, Any]]]]:
+    return {
+        "popularity": (lambda p: PopularityRec(), [{}]),
+        "itemknn": (lambda p: ItemKNNRec(**p), grid(ITEMKNN_GRID)),
+        "bpr": (lambda p: BPRRec(**p), grid(BPR_GRID)),
+        "als": (_als_factory(base, log_), grid(ALS_GRID)),
+    }
+
+
+# ----------------------------------------------------------------- offline protocols
+@dataclass
+class ProtocolResult:
+    protocol: str
+    models: dict[str, dict[str, float]]
+    searches: list[SearchResult]
+    details: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "models": {
+                name: {k: round(v, 4) for k, v in metrics.items()}
+                for name, metrics in self.models.items()
+            },
+        }
+
+
+def _split_for(
+    protocol: str, log_: EventLog, idx: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    if protocol == "random":
+        tr, te = random_split(idx, 0.2, seed)
+        return tr, te, None
+    tr, te = temporal_user_split(log_, idx, 0.2)
+    return tr, te, 4.0
+
+
+def run_offline(
+    protocol: str,
+    log_: EventLog,
+    *,
+    base: TrainConfig | None = None,
+    tune: bool = True,
+    fixed: Mapping[str, dict[str, Any]] | None = None,
+    seed: int = 42,
+    models: Sequence[str] = ("popularity", "itemknn", "bpr", "als"),
+) -> ProtocolResult:
+    """Protocol ``random`` or ``temporal``: search on a validation split of the training part,
+    refit the best configuration on the whole training part, score once on test."""
+    if protocol not in ("random", "temporal"):
+        raise ValueError(f"offline protocol must be random or temporal, not {protocol!r}")
+    base = base or TrainConfig()
+    everything = np.arange(len(log_))
+    train_idx, test_idx, min_rating = _split_for(protocol, log_, everything, seed)
+    fit_idx, val_idx, _ = _split_for(protocol, log_, train_idx, seed + 1)
+    train_m, fit_m = log_.matrix(train_idx), log_.matrix(fit_idx)
+    test_pos = log_.matrix(test_idx, min_rating=min_rating)
+    val_pos = log_.matrix(val_idx, min_rating=min_rating)
+    factories = _factories(log_, base)
+    results: dict[str, dict[str, float]] = {}
+    searches: list[SearchResult] = []
+    for name in models:
+        factory, candidates = factories[name]
+        if fixed and name in fixed:
+            candidates = [dict(fixed[name])]
+        if tune and len(candidates) > 1:
+            found = search(
+                name,
+                factory,
+                candidates,
+                lambda rec: evaluate(rec, fit_m, val_pos)["ndcg@10"],
+                "ndcg@10",
+            )
+            searches.append(found)
+            params = found.best
+        else:
+            params = candidates[0]
+        started = time.perf_counter()
+        metrics = evaluate(factory(params), train_m, test_pos)
+        log.info("%s test %s in %.1fs", name, metrics, time.perf_counter() - started)
+        results[name] = metrics
+    details = {
+        "n_train": len(train_idx),
+        "n_test": len(test_idx),
+        "n_test_users": int((np.diff(test_pos.indptr) > 0).sum()),
+        "n_validation_fit": len(fit_idx),
+        "n_validation": len(val_idx),
+        "chosen": {s.name: s.best for s in searches},
+    }
+    return ProtocolResult(protocol, results, searches, details)
+
+
+# ------------------------------------------------------------------------ replay
+REPLAY_GRID: dict[str, list[Any]] = {
+    "factors": [16, 32, 64],
+    "regularization": [0.1, 1.0, 10.0],
+    "scheme": ["none", "bm25"],
+    "alpha": [1.0, 5.0, 20.0],
+    "iterations": [15],
+}
+
+
+def replay(
+    log_: EventLog,
+    train_idx: np.ndarray,
+    replay_idx: np.ndarray,
+    config: TrainConfig,
+    *,
+    k: int = K,
+    variants: Sequence[str] = ("popularity", "als_static", "als_foldin"),
+) -> dict[str, dict[str, float]]:
+    """Next-item HR@k over ``replay_idx`` (time order) for a model trained on ``train_idx``.
+
+    Every variant excludes what the user has already seen (training history plus the events
+    replayed so far), as the service's seen-filter would. ``popularity`` counts training and
+    replayed events so far (a live "trending" list); ``als_static`` uses the trained user vector
+    (popularity for users unseen in training); ``als_foldin`` folds the user's whole history,
+    including every replayed event so far, into a fresh vector before each recommendation.
+    """
+    train_m = log_.matrix(train_idx)
+    model = train(
+        UserItemMatrix(train_m, log_.user_ids, log_.item_ids), config, items=log_.item_meta
+    )
+    counts = np.diff(train_m.tocsc().indptr).astype(np.float64)
+    hits = dict.fromkeys(variants, 0)
+    rec_items: dict[str, set[int]] = {v: set() for v in variants}
+    replayed: dict[int, dict[str, float]] = {}
+    for e in np.sort(np.asarray(replay_idx)):
+        u, i = int(log_.users[e]), int(log_.items[e])
+        user_id, item_id = log_.user_ids[u], log_.item_ids[i]
+        new = replayed.setdefault(u, {})
+        history = model.user_history(user_id)
+        for variant in variants:
+            if variant == "popularity":
+                seen = [model.item_row(x) for x in itertools.chain(history, new)]
+                allowed = counts.copy()
+                allowed[seen] = -np.inf
+                ids = [model.item_ids[int(r)] for r in top_k(allowed, k)]
+            elif variant == "als_static":
+                ids = model.recommend(user_id, None, k, exclude=new, with_reasons=False).ids
+            else:
+                merged = {**history}
+                for item, w in new.items():
+                    merged[item] = merged.get(item, 0.0) + w
+                ids = model.recommend(user_id, merged, k, with_reasons=False).ids
+            hits[variant] += item_id in ids
+            rec_items[variant].update(model.item_row(x) for x in ids)
+        new[item_id] = new.get(item_id, 0.0) + float(log_.ratings[e])
+        counts[i] += 1
+    n = max(len(replay_idx), 1)
+    return {
+        v: {"hr@10": hits[v] / n, "coverage": len(rec_items[v]) / log_.n_items} for v in variants
+    }
+
+
+def run_replay(
+    log_: EventLog,
+    *,
+    base: TrainConfig | None = None,
+    tune: bool = True,
+    fixed: Mapping[str, Any] | None = None,
+) -> ProtocolResult:
+    """Protocol ``replay``; the search replays the last 20% of the training half with a model
+    fitted on its first 80%, choosing the fold-in HR@10."""
+    base = base or TrainConfig()
+    train_idx, test_idx = time_split(np.arange(len(log_)), 0.5)
+    searches: list[SearchResult] = []
+    if fixed:
+        config = base.with_params(**fixed)
+    elif tune:
+        fit_idx, val_idx = time_split(train_idx, 0.8)
+
+        def score(rec: Recommender) -> float:
+            assert isinstance(rec, ALSRec)
+            return replay(log_, fit_idx, val_idx, rec.config, variants=("als_foldin",))[
+                "als_foldin"
+            ]["hr@10"]
+
+        found = search("als", _als_factory(base, log_), grid(REPLAY_GRID), score, "hr@10")
+        searches.append(found)
+        config = base.with_params(**found.best)
+    else:
+        config = base
+    models = replay(log_, train_idx, test_idx, config)
+    details = {
+        "n_train": len(train_idx),
+        "n_replay": len(test_idx),
+        "chosen": {"als": config.to_dict()},
+    }
+    return ProtocolResult("replay", models, searches, details)

@@ -1,0 +1,462 @@
+"""The served model: an ALS factorisation with external ids at its edge.
+
+Speaks implicit's vocabulary (``recommend``, ``similar_items``, ``recalculate_user``,
+``explain``) but takes and returns *external* ids (strings), so callers never see row
+numbers. Pure numpy/scipy: no I/O besides :meth:`Model.load`, no network clients, so the
+gRPC layer wraps it and unit tests drive it directly.
+
+Fold-in
+    A user's vector is the closed-form ALS solution given the item factors Y:
+    ``x = (YᵀY + λI + Yᵀ(Cᵤ − I)Y)⁻¹ YᵀCᵤpᵤ`` over the user's items only, with ``YᵀY + λI``
+    precomputed at load. With ~20 items and 64 factors this is a 64×64 Cholesky solve (tens of
+    microseconds), so the latest interactions (from Redis) are folded in on every request and
+    users the model never saw get personalised results from their first event.
+Explanations
+    The same decomposition splits a fold-in score into per-item contributions
+    ``cⱼ · yᵢᵀ W⁻¹ yⱼ`` (Hu, Koren & Volinsky 2008, §5; implicit's ``explain``), so "because
+    you watched X" names the history item that drove the recommendation, exactly.
+Thread safety
+    Everything is read-only after construction (arrays may be read-only memory maps), so one
+    instance serves concurrent requests without locks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg import lapack
+
+from recsys.errors import InvalidArgumentError, NotFoundError
+from services.recommender import artifact
+from services.recommender.content import GenreIndex
+from services.recommender.weights import Weighting, WeightingConfig
+
+SOURCE_MODEL = "model"  # the user's trained vector
+SOURCE_FOLDIN = "foldin"  # a vector computed from the interactions passed in
+SOURCE_POPULAR = "popular"  # no usable history: most popular items
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    item_id: str
+    title: str = ""
+    year: int | None = None
+    genres: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "year": self.year, "genres": list(self.genres)}
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """``ids`` best first with their ``scores``; ``reasons[j]`` is the item id of the user's
+    interaction that contributed most to ``ids[j]`` (None for popularity results)."""
+
+    ids: list[str]
+    scores: np.ndarray
+    reasons: list[str | None]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    score: float
+    contributions: list[tuple[str, float]] = field(default_factory=list)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest finite scores, best first (argpartition: O(n))."""
+    n = scores.shape[0]
+    if k <= 0 or n == 0:
+        return np.empty(0, dtype=np.int64)
+    part = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+    order = part[np.argsort(-scores[part], kind="stable")]
+    out: np.ndarray = order[np.isfinite(scores[order])]
+    return out
+
+
+def gram(y: np.ndarray, block: int = 16384) -> np.ndarray:
+    """``YᵀY`` in float64, accumulated over row blocks so only one block is ever converted."""
+    f = y.shape[1]
+    out = np.zeros((f, f), dtype=np.float64)
+    for lo in range(0, y.shape[0], block):
+        b = np.asarray(y[lo : lo + block], dtype=np.float64)
+        out += b.T @ b
+    return out
+
+
+class Model:
+    """An ALS model plus what serving needs: id maps, popularity, cold-item vectors, history."""
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        item_ids: Sequence[str],
+        user_ids: Sequence[str],
+        item_factors: np.ndarray,
+        user_factors: np.ndarray,
+        regularization: float,
+        weighting: Weighting,
+        item_popularity: np.ndarray,
+        cold_items: np.ndarray | None = None,
+        history: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        items: Mapping[str, ItemMeta] | None = None,
+        config: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        n_items, n_factors = item_factors.shape
+        if len(item_ids) != n_items or user_factors.shape[0] != len(user_ids):
+            raise ValueError("id maps and factor matrices disagree in size")
+        if user_factors.shape[1] != n_factors or item_popularity.shape[0] != n_items:
+            raise ValueError("factor widths or popularity length disagree")
+        self.version = version
+        self.item_ids: list[str] = list(item_ids)
+        self.user_ids: list[str] = list(user_ids)
+        self._item_row = {item: i for i, item in enumerate(self.item_ids)}
+        self._user_row = {user: u for u, user in enumerate(self.user_ids)}
+        if len(self._item_row) != n_items or len(self._user_row) != len(self.user_ids):
+            raise ValueError("duplicate ids in the id maps")
+        self.item_factors = item_factors
+        self.user_factors = user_factors
+        self.regularization = float(regularization)
+        self.weighting = weighting
+        self.item_popularity = np.asarray(item_popularity, dtype=np.float32)
+        self.cold_items = (
+            np.zeros(n_items, dtype=bool) if cold_items is None else np.asarray(cold_items, bool)
+        )
+        self._history = history
+        self.items: dict[str, ItemMeta] = dict(items or {})
+        self.config: dict[str, Any] = dict(config or {})
+        self.metrics: dict[str, Any] = dict(metrics or {})
+        # Precomputed once: YᵀY + λI for fold-in (f×f), item norms for similar_items,
+        # the popularity order for the fallback, the genre index for category filters.
+        # Both read the (possibly memory-mapped) factors in place: no full-size temporaries.
+        self._yty_reg = gram(item_factors) + self.regularization * np.eye(n_factors)
+        norms = np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors)).astype(np.float32)
+        self._item_norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        self._popular_order = np.argsort(-self.item_popularity, kind="stable")
+        self._genres = GenreIndex(
+            [self.items[i].genres if i in self.items else () for i in self.item_ids]
+        )
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_factors(self) -> int:
+        return int(self.item_factors.shape[1])
+
+    @property
+    def genres(self) -> list[str]:
+        return list(self._genres.genres)
+
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self._item_row
+
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self._user_row
+
+    def user_row(self, user_id: str) -> int | None:
+        return self._user_row.get(user_id)
+
+    def item_row(self, item_id: str) -> int:
+        try:
+            return self._item_row[item_id]
+        except KeyError:
+            raise NotFoundError(f"item {item_id!r} is not in model {self.version}") from None
+
+    def user_history(self, user_id: str) -> dict[str, float]:
+        """The user's raw training weights (item id → weight); empty for unknown users."""
+        u = self._user_row.get(user_id)
+        if u is None or self._history is None:
+            return {}
+        indptr, indices, data = self._history
+        lo, hi = int(indptr[u]), int(indptr[u + 1])
+        return {
+            self.item_ids[int(i)]: float(w)
+            for i, w in zip(indices[lo:hi], data[lo:hi], strict=True)
+        }
+
+    # ------------------------------------------------------------------ fold-in
+    def _rows(self, user_items: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Known items with positive weight as (rows, raw weights); unknown items are ignored
+        because the model has no vector for them (they still count as seen for exclusion)."""
+        rows: list[int] = []
+        vals: list[float] = []
+        for item, weight in user_items.items():
+            row = self._item_row.get(item)
+            if row is not None and weight > 0 and math.isfinite(weight):
+                rows.append(row)
+                vals.append(float(weight))
+        return np.asarray(rows, dtype=np.int64), np.asarray(vals, dtype=np.float32)
+
+    def _normal_matrix(
+        self, rows: np.ndarray, raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(confidences, Yᵤ, W = YᵀY + λI + Yᵤᵀ(Cᵤ − I)Yᵤ): the user's normal equations."""
+        conf = self.weighting.transform_row(rows, raw).astype(np.float64)
+        yu = np.asarray(self.item_factors[rows], dtype=np.float64)
+        a = self._yty_reg + (yu.T * (conf - 1.0)) @ yu
+        return conf, yu, a
+
+    def _system(self, rows: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(confidences, Yᵤ, Cholesky factor of W) for explanations."""
+        conf, yu, a = self._normal_matrix(rows, raw)
+        return conf, yu, scipy.linalg.cho_factor(a, check_finite=False)
+
+    def recalculate_user(self, user_items: Mapping[str, float]) -> np.ndarray:
+        """The ALS user vector for these raw interaction weights (zeros if none are known)."""
+        rows, raw = self._rows(user_items)
+        if rows.size == 0:
+            return np.zeros(self.n_factors, dtype=np.float32)
+        conf, yu, a = self._normal_matrix(rows, raw)
+        # One LAPACK call (Cholesky + solve): scipy's wrappers cost more than the maths here.
+        _, x, info = lapack.dposv(a, yu.T @ conf, overwrite_a=True, overwrite_b=True)
+        if info != 0:  # not positive definite: cannot happen with positive confidences
+            x = np.linalg.lstsq(self._normal_matrix(rows, raw)[2], yu.T @ conf, rcond=None)[0]
+        out: np.ndarray = x.astype(np.float32)
+        return out
+
+    def user_vector(
+        self, user_id: str | None, user_items: Mapping[str, float] | None = None
+    ) -> tuple[np.ndarray | None, str]:
+        """The vector used to score: fold-in of ``user_items`` if given, else the trained one."""
+        if user_items:
+            rows, _ = self._rows(user_items)
+            if rows.size:
+                return self.recalculate_user(user_items), SOURCE_FOLDIN
+        if user_id is not None:
+            u = self._user_row.get(user_id)
+            if u is not None:
+                return np.asarray(self.user_factors[u], dtype=np.float32), SOURCE_MODEL
+        return None, SOURCE_POPULAR
+
+    # ---------------------------------------------------------------- recommend
+    def _candidate_mask(
+        self,
+        exclude_rows: Iterable[int],
+        filter_categories: Iterable[str] | None,
+    ) -> np.ndarray:
+        allowed = np.ones(self.n_items, dtype=bool)
+        if filter_categories:
+            allowed &= self._genres.mask_any(filter_categories)
+        ex = np.fromiter(exclude_rows, dtype=np.int64)
+        if ex.size:
+            allowed[ex] = False
+        return allowed
+
+    def _exclude_rows(self, ids: Iterable[str]) -> list[int]:
+        return [r for r in (self._item_row.get(i) for i in ids) if r is not None]
+
+    def recommend(
+        self,
+        user_id: str | None = None,
+        user_items: Mapping[str, float] | None = None,
+        k: int = 10,
+        *,
+        exclude: Iterable[str] = (),
+        filter_seen: bool = True,
+        filter_categories: Iterable[str] | None = None,
+        with_reasons: bool = True,
+    ) -> Recommendations:
+        """Top-``k`` items for a user.
+
+        ``user_items`` (item id → raw weight, e.g. the Redis weights hash) is folded in when
+        given; otherwise a known ``user_id`` uses its trained vector. Without either, or when
+        none of the items is known to the model, the most popular items are returned
+        (``source == "popular"``). With ``filter_seen`` the user's training history and
+        ``user_items`` are excluded; ``exclude`` removes more items (e.g. suppressed ones);
+        ``filter_categories`` keeps only items with at least one of those genres.
+        """
+        if k <= 0:
+            raise InvalidArgumentError(f"k must be positive, got {k}")
+        items = dict(user_items or {})
+        seen: set[str] = set(exclude)
+        if filter_seen:
+            seen.update(items)
+            if user_id is not None:
+                seen.update(self.user_history(user_id))
+        allowed = self._candidate_mask(self._exclude_rows(seen), filter_categories)
+        vector, source = self.user_vector(user_id, items)
+        if vector is None:
+            ids, scores = self._popular(k, allowed)
+            return Recommendations(ids, scores, [None] * len(ids), SOURCE_POPULAR)
+        scores = np.asarray(self.item_factors @ vector, dtype=np.float32)
+        scores[~allowed] = -np.inf
+        best = top_k(scores, k)
+        ids = [self.item_ids[int(r)] for r in best]
+        reasons: list[str | None] = [None] * len(ids)
+        if with_reasons and best.size:
+            basis = items if source == SOURCE_FOLDIN else self.user_history(user_id or "")
+            reasons = self._reasons(basis, best)
+        return Recommendations(ids, scores[best], reasons, source)
+
+    def _reasons(self, user_items: Mapping[str, float], rec_rows: np.ndarray) -> list[str | None]:
+        rows, raw = self._rows(user_items)
+        if rows.size == 0:
+            return [None] * len(rec_rows)
+        conf, yu, chol = self._system(rows, raw)
+        yr = np.asarray(self.item_factors[rec_rows], dtype=np.float64)
+        weighted = scipy.linalg.cho_solve(chol, yr.T, check_finite=False)  # f × k
+        contrib = (yu @ weighted) * conf[:, None]  # n_user_items × k
+        top = np.argmax(contrib, axis=0)
+        return [self.item_ids[int(rows[j])] for j in top]
+
+    def _popular(self, k: int, allowed: np.ndarray) -> tuple[list[str], np.ndarray]:
+        order = self._popular_order[allowed[self._popular_order]][:k]
+        return [self.item_ids[int(r)] for r in order], self.item_popularity[order].copy()
+
+    def popular(
+        self,
+        k: int = 10,
+        *,
+        exclude: Iterable[str] = (),
+        filter_categories: Iterable[str] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """Most interacted-with items in the training data (the cold-start fallback)."""
+        allowed = self._candidate_mask(self._exclude_rows(exclude), filter_categories)
+        return self._popular(k, allowed)
+
+    def score_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Scores of every item for a batch of user vectors (m × n_items)."""
+        out: np.ndarray = np.asarray(vectors, dtype=np.float32) @ np.asarray(self.item_factors).T
+        return out
+
+    # ------------------------------------------------------------ similar, explain
+    def similar_items(
+        self, item_id: str, k: int = 10, *, filter_categories: Iterable[str] | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """Items closest to ``item_id`` by cosine of factors (the item itself excluded).
+
+        Cold items (no interactions at training time) use genre similarity instead, since
+        their vector is only a genre average.
+        """
+        row = self.item_row(item_id)
+        if k <= 0:
+            raise InvalidArgumentError(f"k must be positive, got {k}")
+        allowed = self._candidate_mask([row], filter_categories)
+        if self.cold_items[row]:
+            rows, sims = self._genres.similar(row, self.n_items, self.item_popularity)
+            keep = allowed[rows]
+            rows, sims = rows[keep][:k], sims[keep][:k]
+            return [self.item_ids[int(r)] for r in rows], sims.astype(np.float32)
+        y = self.item_factors
+        sims = np.asarray(y @ y[row], dtype=np.float32) / (self._item_norms * self._item_norms[row])
+        sims[~allowed] = -np.inf
+        best = top_k(sims, k)
+        return [self.item_ids[int(r)] for r in best], sims[best]
+
+    def explain(self, user_items: Mapping[str, float], item_id: str, k: int = 10) -> Explanation:
+        """Which of ``user_items`` drove the fold-in score of ``item_id``, largest first.
+
+        The contributions sum to the score, which equals the fold-in score of the item.
+        """
+        target = self.item_row(item_id)
+        rows, raw = self._rows(user_items)
+        if rows.size == 0:
+            return Explanation(0.0, [])
+        conf, yu, chol = self._system(rows, raw)
+        weighted = scipy.linalg.cho_solve(
+            chol, np.asarray(self.item_factors[target], dtype=np.float64), check_finite=False
+        )
+        contrib = (yu @ weighted) * conf
+        order = np.argsort(-contrib, kind="stable")[:k]
+        return Explanation(
+            float(contrib.sum()),
+            [(self.item_ids[int(rows[j])], float(contrib[j])) for j in order],
+        )
+
+    # ---------------------------------------------------------------- persistence
+    def to_artifact(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, json files) for :func:`artifact.publish`."""
+        arrays: dict[str, np.ndarray] = {
+            "item_factors": np.asarray(self.item_factors, dtype=np.float32),
+            "user_factors": np.asarray(self.user_factors, dtype=np.float32),
+            "item_popularity": self.item_popularity,
+            "item_norm": self.weighting.item_norm,
+            "cold_items": self.cold_items,
+        }
+        if self._history is not None:
+            indptr, indices, data = self._history
+            arrays["user_items_indptr"] = np.asarray(indptr, dtype=np.int64)
+            arrays["user_items_indices"] = np.asarray(indices, dtype=np.int32)
+            arrays["user_items_data"] = np.asarray(data, dtype=np.float32)
+        config = dict(self.config)
+        config["regularization"] = self.regularization
+        config["weighting"] = self.weighting.config.to_dict()
+        json_files: dict[str, Any] = {
+            "item_ids": self.item_ids,
+            "user_ids": self.user_ids,
+            "items": {i: m.to_dict() for i, m in self.items.items()},
+            "config": config,
+            "metrics": self.metrics,
+        }
+        return arrays, json_files
+
+    def save(self, store: str | os.PathLike[str], *, make_current: bool = True) -> str:
+        """Publish this model as a new version in ``store``; returns the version id."""
+        arrays, json_files = self.to_artifact()
+        path = artifact.publish(
+            store,
+            arrays=arrays,
+            json_files=json_files,
+            version=self.version if artifact.is_version_id(self.version) else None,
+            make_current=make_current,
+        )
+        return path.name
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Model:
+        """Load a version directory or a store's current version; factors are memory-mapped."""
+        reader = artifact.ArtifactReader(path)
+        config = reader.json("config")
+        history = None
+        if reader.has_array("user_items_indptr"):
+            history = (
+                reader.array("user_items_indptr"),
+                reader.array("user_items_indices"),
+                reader.array("user_items_data"),
+            )
+        item_factors = reader.array("item_factors")
+        weighting = Weighting(
+            WeightingConfig.from_dict(config.get("weighting", {})),
+            reader.array("item_norm"),
+            int(item_factors.shape[0]),
+        )
+        items = {
+            item_id: ItemMeta(
+                item_id, meta.get("title", ""), meta.get("year"), tuple(meta.get("genres", ()))
+            )
+            for item_id, meta in reader.json("items", {}).items()
+        }
+        return cls(
+            version=reader.version,
+            item_ids=reader.json("item_ids"),
+            user_ids=reader.json("user_ids"),
+            item_factors=item_factors,
+            user_factors=reader.array("user_factors"),
+            regularization=float(config["regularization"]),
+            weighting=weighting,
+            item_popularity=reader.array("item_popularity"),
+            cold_items=reader.array("cold_items"),
+            history=history,
+            items=items,
+            config=config,
+            metrics=reader.json("metrics", {}),
+        )
