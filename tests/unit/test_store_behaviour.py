@@ -190,4 +190,3 @@ def test_decay_rate_rejects_non_positive_half_life() -> None:
     assert decay_rate(math.log(2.0)) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         decay_rate(0)
-
