@@ -1,0 +1,240 @@
+"""``recsys train`` and ``recsys evaluate``: the recommender's offline commands.
+
+Each command is one ``_add_<name>`` function registered from :func:`register`; a new command
+(e.g. the server) adds its own function and one line there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from recsys.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _add_weighting_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults: the protocol-1 validation choice)")
+    g.add_argument("--factors", type=int, default=None)
+    g.add_argument("--regularization", type=float, default=None)
+    g.add_argument("--iterations", type=int, default=None)
+    g.add_argument("--weighting", choices=("none", "bm25", "log"), default=None)
+    g.add_argument("--alpha", type=float, default=None, help="confidence scale")
+    g.add_argument("--bm25-k1", type=float, default=None)
+    g.add_argument("--bm25-b", type=float, default=None)
+    g.add_argument("--threads", type=int, default=None, help="ALS threads (default 2)")
+    g.add_argument("--als-seed", type=int, default=None, help="ALS random state")
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from services.recommender.training import TrainConfig
+
+    params: dict[str, Any] = {}
+    for arg, key in (
+        ("factors", "factors"),
+        ("regularization", "regularization"),
+        ("iterations", "iterations"),
+        ("weighting", "scheme"),
+        ("alpha", "alpha"),
+        ("bm25_k1", "k1"),
+        ("bm25_b", "b"),
+        ("threads", "num_threads"),
+        ("als_seed", "random_state"),
+    ):
+        value = getattr(args, arg, None)
+        if value is not None:
+            params[key] = value
+    return TrainConfig().with_params(**params)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # implicit warns when OpenBLAS is threaded; training pins BLAS to one thread itself.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+# ---------------------------------------------------------------------------- train
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fit ALS on a data set or on the Redis interaction features; publish a model",
+        description="Build the user-item matrix, fit implicit ALS and publish a versioned "
+        "model atomically into the model store (MODEL_STORE, default ./models).",
+    )
+    p.add_argument("--source", choices=("dataset", "csv", "redis"), default="dataset")
+    p.add_argument("--dataset", default="ml-100k", help="data set name for --source dataset")
+    p.add_argument("--csv", help="user,item,weight file for --source csv")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--key-prefix", default=os.environ.get("REDIS_KEY_PREFIX", "rs"))
+    p.add_argument(
+        "--items-from",
+        default=None,
+        help="data set whose item metadata (genres) to attach, e.g. ml-100k (redis/csv sources)",
+    )
+    p.add_argument("--store", default=os.environ.get("MODEL_STORE", "models"))
+    p.add_argument("--no-publish-current", action="store_true", help="do not move LATEST")
+    p.add_argument("--keep", type=int, default=5, help="versions to keep in the store")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _add_weighting_args(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _load_items(name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    from services.recommender.training import items_from_movielens
+
+    return items_from_movielens(_load_dataset(name).items)
+
+
+def _load_dataset(name: str) -> Any:
+    if name != "ml-100k":
+        raise ConfigError(f"unknown data set {name!r}; available: ml-100k")
+    from recsys.data.movielens import load_ml100k
+
+    return load_ml100k()
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from services.recommender import artifact, training
+    from services.recommender.weights import EventWeights
+
+    config = _config_from_args(args)
+    started = time.perf_counter()
+    items: dict[str, Any]
+    if args.source == "dataset":
+        ml = _load_dataset(args.dataset)
+        items = training.items_from_movielens(ml.items)
+        inter = ml.interactions
+        rating = EventWeights()
+        weights = [rating.weight("rating", float(r)) for r in inter.ratings]
+        data = training.build_matrix(
+            inter.user_ids, inter.item_ids, weights, item_ids=sorted(items, key=_id_key)
+        )
+    elif args.source == "csv":
+        if not args.csv:
+            raise ConfigError("--source csv needs --csv PATH")
+        users, item_list, weights = training.read_csv(args.csv)
+        items = _load_items(args.items_from)
+        catalogue = sorted(set(item_list) | set(items), key=_id_key)
+        data = training.build_matrix(users, item_list, weights, item_ids=catalogue)
+    else:
+        from recsys.redis_io import make_redis
+        from recsys.store.keys import KeySchema
+
+        client = make_redis(args.redis_url)
+        try:
+            rows = list(training.read_redis_weights(client, KeySchema(args.key_prefix)))
+        finally:
+            client.close()
+        if not rows:
+            raise ConfigError(
+                f"no weights hashes under prefix {args.key_prefix!r} at {args.redis_url}"
+            )
+        items = _load_items(args.items_from)
+        seen_items = {i for _, w in rows for i in w}
+        catalogue = sorted(seen_items | set(items), key=_id_key)
+        data = training.matrix_from_user_weights(rows, item_ids=catalogue)
+    load_s = time.perf_counter() - started
+    model = training.train(data, config, items=items, show_progress=not args.no_progress)
+    train_s = float(model.config["train_s"])
+    model.metrics.update({"load_s": round(load_s, 3), "train_s": round(train_s, 3)})
+    model.config["source"] = args.source
+    version = model.save(args.store, make_current=not args.no_publish_current)
+    artifact.prune(args.store, keep=args.keep)
+    print(
+        json.dumps(
+            {
+                "version": version,
+                "store": str(args.store),
+                "users": model.n_users,
+                "items": model.n_items,
+                "interactions": int(model.config["nnz"]),
+                "train_s": round(train_s, 3),
+            }
+        )
+    )
+    return 0
+
+
+def _id_key(value: str) -> tuple[int, int, str]:
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+
+
+# ------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="offline evaluation: random / temporal / replay protocols with baselines",
+        description="Runs one protocol (see docs/evaluation.md). Hyperparameters are searched "
+        "on a validation split carved out of the training part unless --no-tune. Ends with "
+        "one JSON line of test metrics.",
+    )
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--protocol", choices=("random", "temporal", "replay"), default="random")
+    p.add_argument("--no-tune", action="store_true", help="use the given/default parameters")
+    p.add_argument("--seed", type=int, default=42, help="split seed")
+    p.add_argument("--table", help="write the search table (JSON) to this file")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _add_weighting_args(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _print_search(result: Any) -> None:
+    for s in result.searches:
+        metric = next(k for k in s.table[0] if k not in s.best and k != "seconds")
+        print(f"# search {s.name} ({len(s.table)} configurations, validation {metric})")
+        for row in sorted(s.table, key=lambda r: -r[metric])[:10]:
+            params = ", ".join(f"{k}={v}" for k, v in row.items() if k not in (metric, "seconds"))
+            print(f"#   {metric}={row[metric]:.4f}  {params}")
+        print(f"# chosen {s.name}: {s.best}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from threadpoolctl import threadpool_limits
+
+    from services.recommender import evaluation
+
+    log_ = evaluation.event_log_from_movielens(_load_dataset(args.dataset))
+    base = _config_from_args(args)
+    tune = not args.no_tune
+    started = time.perf_counter()
+    # Per-request maths on tiny matrices: threaded BLAS only adds contention.
+    with threadpool_limits(1, "blas"):
+        if args.protocol == "replay":
+            result = evaluation.run_replay(log_, base=base, tune=tune)
+        else:
+            result = evaluation.run_offline(
+                args.protocol, log_, base=base, tune=tune, seed=args.seed
+            )
+    _print_search(result)
+    print(f"# details: {json.dumps(result.details, default=str)}")
+    print(f"# elapsed {time.perf_counter() - started:.1f}s")
+    if args.table:
+        with open(args.table, "w", encoding="utf-8") as fh:
+            json.dump(
+                {s.name: {"best": s.best, "table": s.table} for s in result.searches},
+                fh,
+                indent=1,
+                default=str,
+            )
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
