@@ -320,3 +320,71 @@ def recommender(model_dir: Path, redis_url: str, prefix: str, work_dir: Path,
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+# ------------------------------------------------------------------ Kafka + events service
+@contextmanager
+def kafka_endpoint(work_dir: Path) -> Iterator[Any]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set, else Apache Kafka when java is available, else
+    the embedded Tansu broker (same choice as the test fixtures); stopped on exit."""
+    from recsys.infra.apache_kafka import jars_present, kafka_version
+    from recsys.infra.launcher import resolve_kafka_kind, start_kafka
+
+    env = dict(os.environ)
+    kind = resolve_kafka_kind(env, jars_cached=jars_present(kafka_version(env), env))
+    endpoint = start_kafka(kind, work_dir)
+    log(f"kafka: {endpoint.description} at {endpoint.bootstrap}")
+    try:
+        yield endpoint
+    finally:
+        if endpoint.server is not None:
+            endpoint.server.stop()
+
+
+@contextmanager
+def events_service(kafka: Any, redis_url: str, topic: str, prefix: str, work_dir: Path,
+                   **extra: str) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """``python -m services.events`` consuming ``topic`` into Redis under ``prefix``."""
+    from recsys.kafka_io import ensure_topics
+
+    ensure_topics(kafka.bootstrap, {topic: 4, f"{topic}.dlq": 1})
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "REDIS_URL": redis_url,
+        "EVENTS_TOPIC": topic,
+        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
+        "EVENTS_GROUP_ID": f"{topic}-events",
+        "REDIS_KEY_PREFIX": prefix,
+        "GRPC_PORT": "0",
+        "METRICS_PORT": "0",
+        "EVENTS_CREATE_TOPICS": "false",
+        "EVENTS_POLL_TIMEOUT_MS": "100",
+        "LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+    for key, value in kafka.consumer_overrides.items():
+        env[f"KAFKA_{key.upper()}"] = str(value)
+    log_path = work_dir / f"events-{topic}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.events"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def applied_events(client: Any, prefix: str) -> int:
+    """Events the events service has applied under ``prefix`` (its counters hash)."""
+    from recsys.store import KeySchema
+
+    return sum(int(v) for v in client.hvals(KeySchema(prefix).counters()))
