@@ -8,7 +8,7 @@ names.
 Startup order: health server NOT_SERVING and metrics first so probes see the
 process; then load the model (or reach TF Serving) and, for ``consume``, Kafka
 and Redis, failing fast with a one-line error; then SERVING. SIGTERM/SIGINT:
-health NOT_SERVING, the gRPC server drains for SHUTDOWN_GRACE_S (or the loop
+health NOT_SERVING, the gRPC server drains for GRACE_S (or the loop
 finishes its batch), clients close.
 """
 

@@ -22,7 +22,7 @@ def _data_dir(args: argparse.Namespace) -> Path | None:
 
 def _train(args: argparse.Namespace) -> int:
     from services.sentiment.evaluation import load_splits, subsample
-    from services.sentiment.model import ModelConfig, train
+    from services.sentiment.model import ModelConfig, balanced_weights, train
 
     splits = load_splits(_data_dir(args))
     if args.max_train:
@@ -41,8 +41,17 @@ def _train(args: argparse.Namespace) -> int:
         f"training on {len(train_texts)} texts ({per_language}), validating on {len(val_texts)}",
         file=sys.stderr,
     )
+    train_groups = [k for k, s in splits.items() for _ in s.train_texts]
+    val_groups = [k for k, s in splits.items() for _ in s.val_texts]
     classifier, result = train(
-        train_texts, train_labels, val_texts, val_labels, config, verbose=0 if args.quiet else 2
+        train_texts,
+        train_labels,
+        val_texts,
+        val_labels,
+        config,
+        verbose=0 if args.quiet else 2,
+        train_weights=balanced_weights(train_labels, train_groups),
+        val_weights=balanced_weights(val_labels, val_groups),
     )
     version = args.version or int(time.time())
     metadata = {

@@ -57,7 +57,7 @@ class SentimentSettings:
     grpc_workers: int = 8
     metrics_port: int = 9100
     log_level: str = "info"
-    shutdown_grace_s: float = 5.0
+    shutdown_grace_s: float = 20.0  # GRACE_S, as the recommender
     # --- Kafka path ---------------------------------------------------------------------
     bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
     topic: str = TOPIC_FEEDBACK
@@ -134,7 +134,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
         grpc_workers=env_int(env, "GRPC_WORKERS", 8, minimum=1, maximum=256),
         metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-        shutdown_grace_s=env_float(env, "SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
+        shutdown_grace_s=env_float(env, "GRACE_S", 20.0, minimum=0.0, maximum=3600.0),
         bootstrap=bootstrap,
         topic=topic,
         output_topic=output_topic,
