@@ -33,7 +33,7 @@ def _add_weighting_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from services.recommender.training import TrainConfig
+    from services.recommender.training import ML100K_TUNED, TrainConfig
 
     params: dict[str, Any] = {}
     for arg, key in (
@@ -50,7 +50,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, arg, None)
         if value is not None:
             params[key] = value
-    return TrainConfig().with_params(**params)
+    return TrainConfig().with_params(**{**ML100K_TUNED, **params})
 
 
 def _setup_logging(verbose: bool) -> None:

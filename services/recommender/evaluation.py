@@ -347,12 +347,10 @@ def evaluate(
 
 # --------------------------------------------------------------------- search grids
 ALS_GRID: dict[str, list[Any]] = {
-    "factors": [32, 64, 128],
-    "regularization": [0.01, 0.1, 1.0],
-    "scheme": ["none", "bm25"],
+    "scheme": ["none", "log", "bm25"],
     "alpha": [1.0, 5.0, 20.0],
-    "b": [0.8],
-    "iterations": [15],
+    "regularization": [1.0, 10.0, 50.0, 100.0],
+    "factors": [64, 128],
 }
 ITEMKNN_GRID: dict[str, list[Any]] = {"k_neighbours": [20, 50, 100, 200], "binary": [False, True]}
 BPR_GRID: dict[str, list[Any]] = {
@@ -503,11 +501,10 @@ def run_offline(
 
 # ------------------------------------------------------------------------ replay
 REPLAY_GRID: dict[str, list[Any]] = {
-    "factors": [16, 32, 64],
-    "regularization": [0.1, 1.0, 10.0],
-    "scheme": ["none", "bm25"],
-    "alpha": [1.0, 5.0, 20.0],
-    "iterations": [15],
+    "scheme": ["none", "log"],
+    "alpha": [1.0, 10.0],
+    "regularization": [1.0, 10.0, 100.0],
+    "factors": [16, 64],
 }
 
 
