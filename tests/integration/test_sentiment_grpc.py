@@ -271,3 +271,67 @@ def test_health_and_reflection(stub: Any) -> None:
         list_services="")])))  # fmt: skip
     names = {s.name for s in resp.list_services_response.service}
     assert SERVICE_NAME in names
+
+
+# --- the process: wiring, readiness, SIGTERM ------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_service_process_serves_after_loading_and_stops_cleanly_on_sigterm(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "SENTIMENT_MODEL_DIR": str(model_dir),
+        "GRPC_PORT": str(port),
+        "METRICS_PORT": "0",
+        "GRACE_S": "2",
+    }
+    log = (tmp_path / "service.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.sentiment", "serve"], env=env, stdout=log, stderr=log
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 180
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = health.Check(
+                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2
+                ).status
+            except grpc.RpcError:
+                status = None
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            time.sleep(0.5)
+        assert status == health_pb2.HealthCheckResponse.SERVING, (
+            tmp_path / "service.log"
+        ).read_text()[-2000:]
+        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+        resp = stub.Classify(sentiment_pb2.ClassifyRequest(text="非常失望，不推荐购买"), timeout=10)
+        assert resp.label == 1 and resp.model_version == "3"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        channel.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+    assert '"msg": "signal received; stopping"' in (tmp_path / "service.log").read_text()
