@@ -10,7 +10,8 @@ one handled, so group-join time is left out of both.
 
     python -m bench.events_throughput [--quick] [--events N] [--brokers apache,tansu]
 
-Ends with one JSON line (the Apache figures at top level, every broker under "runs").
+Ends with one JSON line (the first broker's figures at top level, every broker under
+"brokers").
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def raw_consume(bootstrap: str, topic: str, n: int, overrides: dict[str, Any]) -> float:
+def raw_consume(
+    bootstrap: str, topic: str, n: int, overrides: dict[str, Any]
+) -> tuple[float, float]:
+    """Records/s of a bare poll loop, and this process's CPU seconds per record."""
     consumer = make_consumer(bootstrap, f"bench-raw-{time.time_ns()}", topic, **overrides)
     count = 0
-    first = 0.0
+    first = cpu = 0.0
     try:
         deadline = time.monotonic() + 300
         while count < n and time.monotonic() < deadline:
@@ -81,22 +85,22 @@ def raw_consume(bootstrap: str, topic: str, n: int, overrides: dict[str, Any]) -
             for batch in polled.values():
                 if batch and not first:
                     first = time.perf_counter()
+                    cpu = time.process_time()
                 count += len(batch)
         elapsed = time.perf_counter() - first
+        cpu = time.process_time() - cpu
     finally:
         consumer.close(autocommit=False)
     if count < n:
         raise RuntimeError(f"raw consumer read {count} of {n} records")
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
 def service_consume(
     bootstrap: str, redis_url: str, topic: str, n: int, overrides: dict[str, Any]
-) -> tuple[float, int]:
-    """Events/s through the service's batch path, and Redis round trips made."""
-    from recsys.redis_io import make_redis
-    from recsys.store import KeySchema
-    from recsys.store.redis_store import RedisFeatureStore
+) -> tuple[float, int, float]:
+    """Events/s through the service's loop, Redis round trips made, CPU seconds per event."""
+    from services.events.__main__ import make_store
     from services.events.config import load_settings
     from services.events.consumer import EventsConsumer
 
@@ -106,29 +110,26 @@ def service_consume(
          "EVENTS_GROUP_ID": group, "REDIS_KEY_PREFIX": group,
          "EVENTS_MAX_POLL_RECORDS": str(overrides["max_poll_records"])}
     )  # fmt: skip
-    store = RedisFeatureStore(make_redis(redis_url), KeySchema(settings.key_prefix), settings.store)
-    store.load_scripts()
+    store = make_store(settings)
+    trips_before = store.round_trips
     consumer = make_consumer(bootstrap, group, **overrides)
     producer = make_producer(bootstrap)
     loop = EventsConsumer(settings, consumer, producer, store)
     loop.subscribe()
     stop = threading.Event()
     handled = 0
-    first = 0.0
-    trips_before = 0
+    first = cpu = 0.0
     try:
         deadline = time.monotonic() + 300
         while handled < n and time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=500, max_records=settings.max_poll_records)
-            records = [r for batch in polled.values() for r in batch]
-            if not records:
-                continue
-            if not first:
-                first = time.perf_counter()
-                trips_before = store.round_trips
-            loop.process(records, stop)
-            handled += len(records)
+            got = loop.step(stop)  # the service's own loop body: poll N+1 while Redis applies N
+            if got and not first:
+                first = loop.polled_at
+                cpu = time.process_time()
+            handled += got
+        loop.finish(stop)
         elapsed = time.perf_counter() - first
+        cpu = time.process_time() - cpu
         trips = store.round_trips - trips_before
         if loop.applied + loop.duplicates + loop.dead_lettered < n:
             raise RuntimeError(f"service handled {handled} of {n} records")
@@ -141,7 +142,7 @@ def service_consume(
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         store.close()
-    return n / elapsed, trips
+    return n / elapsed, trips, cpu / n
 
 
 def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> dict[str, Any]:
@@ -153,8 +154,8 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
         ensure_topics(endpoint.bootstrap, {topic: PARTITIONS})
         produce_s = produce(endpoint.bootstrap, topic, payloads)
         overrides = endpoint.consumer_config(max_poll_records=2000, client_id="bench")
-        raw = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
-        rate, trips = service_consume(
+        raw, raw_cpu = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
+        rate, trips, cpu = service_consume(
             endpoint.bootstrap, redis_url, topic, len(payloads), overrides
         )
     finally:
@@ -169,6 +170,9 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
         "ratio": round(rate / raw, 3),
         "redis_round_trips_per_1000": round(trips * 1000.0 / n, 3),
         "produce_per_s": round(n / produce_s, 1),
+        # CPU time of this process per record: robust to other load on the machine
+        "raw_cpu_us_per_event": round(raw_cpu * 1e6, 1),
+        "service_cpu_us_per_event": round(cpu * 1e6, 1),
     }
 
 
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             if redis.server is not None:
                 redis.server.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    headline = {**runs[0], "peak_rss_mb": round(peak_mb, 1), "runs": runs}
+    headline = {**runs[0], "peak_rss_mb": round(peak_mb, 1), "brokers": runs}
     print(json.dumps(headline))
     return 0
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from recsys.store.model import ApplyResult, FeatureEvent, Sentiment, StoreConfig, UserState
+from recsys.store.model import (
+    ApplyResult,
+    FeatureEvent,
+    PendingApply,
+    Sentiment,
+    StoreConfig,
+    UserState,
+)
 
 
 @runtime_checkable
@@ -25,6 +32,14 @@ class FeatureStore(Protocol):
         Per-user updates and global (trending, counters) updates are each
         deduplicated on their own, so a crash between the two is repaired by
         replaying the batch. Events of one user are applied in sequence order.
+        """
+        ...
+
+    def begin_apply(self, events: Sequence[FeatureEvent], now: float | None = None) -> PendingApply:
+        """Start ``apply_events`` without waiting for it; ``result()`` completes it.
+
+        Lets the events service poll its next batch while the store works. Until
+        ``result()`` returns, nothing about the batch is known to be applied.
         """
         ...
 

@@ -13,6 +13,7 @@ from typing import Any
 from recsys.store.decay import decay_rate, decayed_score, log_increment, logaddexp, sentiment_update
 from recsys.store.model import (
     ApplyResult,
+    DoneApply,
     FeatureEvent,
     Interaction,
     Sentiment,
@@ -95,6 +96,9 @@ class InMemoryFeatureStore:
                 self._trending = dict(ordered[len(ordered) - cfg.trending_max_items :])
         self.round_trips += 1
         return ApplyResult(user_applied, global_applied, len(events))
+
+    def begin_apply(self, events: Sequence[FeatureEvent], now: float | None = None) -> DoneApply:
+        return DoneApply(self.apply_events(events, now))
 
     def get_user_state(self, user_id: str, now: float | None = None) -> UserState:
         now = time.time() if now is None else now

@@ -8,8 +8,10 @@ they are stored.
 from __future__ import annotations
 
 import json
+import json.encoder
+import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from recsys.store.decay import DEFAULT_EPOCH_S
 
@@ -27,11 +29,19 @@ class FeatureEvent:
 
     def recent_entry(self) -> str:
         """The JSON stored in the user's recent list (one shape for every backend)."""
-        return json.dumps(
-            {"item": self.item_id, "type": self.event_type, "weight": self.weight, "ts": self.ts},
-            separators=(",", ":"),
-            ensure_ascii=False,
+        # Byte for byte what json.dumps({...}, separators=(",", ":"), ensure_ascii=False)
+        # gives, at a fraction of its cost (this runs once per event).
+        return (
+            f'{{"item":{_quote(self.item_id)},"type":{_quote(self.event_type)},'
+            f'"weight":{_float_json(self.weight)},"ts":{_float_json(self.ts)}}}'
         )
+
+
+_quote = json.encoder.encode_basestring
+
+
+def _float_json(value: float) -> str:
+    return repr(value) if math.isfinite(value) else json.dumps(value)
 
 
 class Interaction(NamedTuple):
@@ -68,6 +78,31 @@ class ApplyResult:
     user_applied: int
     global_applied: int
     events: int
+
+
+class PendingApply(Protocol):
+    """A batch handed to the store whose outcome is not read yet (see ``begin_apply``)."""
+
+    def result(self) -> ApplyResult:
+        """Wait for the writes; raises the store's error when they failed."""
+        ...
+
+    def cancel(self) -> None:
+        """Give up on the outcome (shutdown); the writes may or may not have happened."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DoneApply:
+    """A PendingApply that was complete when it was handed out."""
+
+    value: ApplyResult
+
+    def result(self) -> ApplyResult:
+        return self.value
+
+    def cancel(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,24 @@
-"""FeatureStore on Redis: one pipeline of server-side scripts per batch.
+"""FeatureStore on Redis: a batch of events is one round trip of server-side scripts.
 
-A batch costs one network round trip: an ``EVALSHA`` of the user script per
-user present in the batch (each touches only that user's ``{u:<id>}`` slot) and
-one ``EVALSHA`` of the global script (the ``{g}`` slot), all pipelined. Each
-script checks its own ``applied`` ZSET of event ids before changing anything,
+Standalone Redis (the default): the batch's users are cut into chunks of at most
+``max_events_per_script`` events, and each chunk is ONE ``EVALSHA`` of the batch
+script covering all its users' keys plus the global ``{g}`` keys; the chunks are
+pipelined, so a batch of 2,000 events is a handful of script calls and one
+round trip. Chunking bounds how long one script blocks other clients (readers).
+
+Redis Cluster (``cluster=True``): a script may only touch keys of one slot, so
+users are grouped by the slot of their ``{u:<id>}`` hash tag (one call per slot
+group, per-user part only) and the global part is a call of its own.
+
+Each part checks its own ``applied`` ZSET of event ids before changing anything,
 so re-running a batch, or the part of it that a crash interrupted, changes
-nothing that was already applied. The scripts respect Redis Cluster's rule that
-a script touches keys of one slot only.
+nothing that was already applied. :meth:`RedisFeatureStore.begin_apply` sends a
+batch without waiting, so the caller can poll Kafka while Redis works.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,73 +27,105 @@ from recsys.store.decay import decay_rate, decayed_score
 from recsys.store.keys import KeySchema
 from recsys.store.model import (
     ApplyResult,
+    DoneApply,
     FeatureEvent,
     Interaction,
+    PendingApply,
     Sentiment,
     StoreConfig,
     UserState,
 )
 
-# KEYS: recent, seen, weights, applied
-# ARGV: now, cutoff (now - window), max_ids, recent_cap, ttl_s,
-#       then per event: id, item, weight, entry
-USER_SCRIPT = """
-local applied = 0
-for i = 6, #ARGV, 4 do
-  local id = ARGV[i]
-  if not redis.call('ZSCORE', KEYS[4], id) then
-    redis.call('ZADD', KEYS[4], ARGV[1], id)
-    redis.call('LPUSH', KEYS[1], ARGV[i + 3])
-    redis.call('SADD', KEYS[2], ARGV[i + 1])
-    redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i + 1], ARGV[i + 2])
-    applied = applied + 1
+# KEYS: [trending, counters, global applied] when ARGV[10] == '1', then per user of the call:
+#       recent, seen, weights, applied (in the order of the users in ARGV[11])
+# ARGV: now, cutoff (now - window), max ids per user, recent cap, ttl_s, max global ids,
+#       rate, epoch, max trending items, global flag ('1' or '0'),
+#       users JSON: [[id, item, weight, entry, id, item, ...] per user],
+#       global JSON: [id, item, weight, ts, type, id, ...]   (only when the flag is '1')
+BATCH_SCRIPT = r"""
+local now = ARGV[1]
+local cutoff = '(' .. ARGV[2]
+local ua, ga = 0, 0
+local with_global = ARGV[10] == '1'
+local base = 0
+if with_global then base = 3 end
+local users = cjson.decode(ARGV[11])
+local max_user = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local ttl = ARGV[5]
+for u = 1, #users do
+  local ev = users[u]
+  local k = base + (u - 1) * 4
+  local recent, seen, weights, applied = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local n, len = 0, 0
+  for i = 1, #ev, 4 do
+    if redis.call('ZADD', applied, 'NX', now, ev[i]) == 1 then
+      len = redis.call('LPUSH', recent, ev[i + 3])
+      redis.call('SADD', seen, ev[i + 1])
+      redis.call('HINCRBYFLOAT', weights, ev[i + 1], ev[i + 2])
+      n = n + 1
+    end
+  end
+  if n > 0 then
+    if len > cap then redis.call('LTRIM', recent, 0, cap - 1) end
+    redis.call('ZREMRANGEBYSCORE', applied, '-inf', cutoff)
+    local extra = redis.call('ZCARD', applied) - max_user
+    if extra > 0 then redis.call('ZREMRANGEBYRANK', applied, 0, extra - 1) end
+    redis.call('EXPIRE', recent, ttl)
+    redis.call('EXPIRE', seen, ttl)
+    redis.call('EXPIRE', weights, ttl)
+    redis.call('EXPIRE', applied, ttl)
+    ua = ua + n
   end
 end
-if applied > 0 then
-  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[4]) - 1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2])
-  local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[3])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1) end
-  for k = 1, 4 do redis.call('EXPIRE', KEYS[k], ARGV[5]) end
-end
-return applied
-"""
-
-# KEYS: trending, counters, applied
-# ARGV: now, cutoff (now - window), max_ids, rate, epoch, max_items,
-#       then per event: id, item, weight, ts, type
-GLOBAL_SCRIPT = """
-local rate = tonumber(ARGV[4])
-local epoch = tonumber(ARGV[5])
-local applied = 0
-for i = 7, #ARGV, 5 do
-  local id = ARGV[i]
-  if not redis.call('ZSCORE', KEYS[3], id) then
-    redis.call('ZADD', KEYS[3], ARGV[1], id)
-    redis.call('HINCRBY', KEYS[2], ARGV[i + 4], 1)
-    local w = tonumber(ARGV[i + 2])
-    if w > 0 then
-      local x = math.log(w) + rate * (tonumber(ARGV[i + 3]) - epoch)
-      local old = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+if with_global then
+  local trending, counters, gapplied = KEYS[1], KEYS[2], KEYS[3]
+  local rate = tonumber(ARGV[7])
+  local epoch = tonumber(ARGV[8])
+  local evs = cjson.decode(ARGV[12])
+  local scores, order, counts = {}, {}, {}
+  for i = 1, #evs, 5 do
+    if redis.call('ZADD', gapplied, 'NX', now, evs[i]) == 1 then
+      local kind = evs[i + 4]
+      counts[kind] = (counts[kind] or 0) + 1
+      local w = tonumber(evs[i + 2])
+      if w > 0 then
+        local item = evs[i + 1]
+        local x = math.log(w) + rate * (tonumber(evs[i + 3]) - epoch)
+        local s = scores[item]
+        if s == nil then
+          order[#order + 1] = item
+        else
+          local m = s
+          if x > m then m = x end
+          x = m + math.log(math.exp(s - m) + math.exp(x - m))
+        end
+        scores[item] = x
+      end
+      ga = ga + 1
+    end
+  end
+  if ga > 0 then
+    for _, item in ipairs(order) do
+      local x = scores[item]
+      local old = redis.call('ZSCORE', trending, item)
       if old then
         local a = tonumber(old)
         local m = a
         if x > m then m = x end
         x = m + math.log(math.exp(a - m) + math.exp(x - m))
       end
-      redis.call('ZADD', KEYS[1], string.format('%.17g', x), ARGV[i + 1])
+      redis.call('ZADD', trending, string.format('%.17g', x), item)
     end
-    applied = applied + 1
+    for kind, c in pairs(counts) do redis.call('HINCRBY', counters, kind, c) end
+    redis.call('ZREMRANGEBYSCORE', gapplied, '-inf', cutoff)
+    local extra = redis.call('ZCARD', gapplied) - tonumber(ARGV[6])
+    if extra > 0 then redis.call('ZREMRANGEBYRANK', gapplied, 0, extra - 1) end
+    extra = redis.call('ZCARD', trending) - tonumber(ARGV[9])
+    if extra > 0 then redis.call('ZREMRANGEBYRANK', trending, 0, extra - 1) end
   end
 end
-if applied > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
-  local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[3])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1) end
-  extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[6])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
-end
-return applied
+return {ua, ga}
 """
 
 # KEYS: suppressed; ARGV: item, expiry, now
@@ -136,19 +176,36 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
+DEFAULT_MAX_EVENTS_PER_SCRIPT = 500
+
+
 class RedisFeatureStore:
-    """Owns the scripts and issues them; the client (and its pool) is the caller's."""
+    """Owns the scripts and issues them; the client (and its pool) is the caller's.
+
+    ``cluster`` selects the slot-grouped write layout (required by Redis Cluster,
+    valid on any Redis); ``max_events_per_script`` caps the events one script
+    call applies, which caps how long it blocks the server.
+    """
 
     def __init__(
-        self, client: Any, keys: KeySchema | None = None, config: StoreConfig | None = None
+        self,
+        client: Any,
+        keys: KeySchema | None = None,
+        config: StoreConfig | None = None,
+        *,
+        cluster: bool = False,
+        max_events_per_script: int = DEFAULT_MAX_EVENTS_PER_SCRIPT,
     ) -> None:
+        if max_events_per_script < 1:
+            raise ValueError("max_events_per_script must be positive")
         self.client = client
         self.keys = keys or KeySchema()
         self.config = config or StoreConfig()
+        self.cluster = cluster
+        self.max_events_per_script = max_events_per_script
         self._rate = decay_rate(self.config.trending_half_life_s)
         self._sources = {
-            "user": USER_SCRIPT,
-            "global": GLOBAL_SCRIPT,
+            "batch": BATCH_SCRIPT,
             "suppress": SUPPRESS_SCRIPT,
             "sentiment": SENTIMENT_SCRIPT,
         }
@@ -200,17 +257,15 @@ class RedisFeatureStore:
     def _run_raw(self, commands: Callable[[], list[list[str]]]) -> list[Any]:
         """Send ``commands()`` as one packed pipeline and read every reply (one round trip).
 
-        redis-py's pipeline encodes each argument through several Python calls;
-        batches here carry tens of thousands of arguments, so packing RESP with
-        one ``join`` is several times cheaper. NOSCRIPT (Redis restarted and lost
-        its script cache) reloads the scripts and re-sends: the scripts are idempotent.
+        NOSCRIPT (Redis restarted and lost its script cache) reloads the scripts
+        and re-sends: the scripts are idempotent.
         """
         import redis
 
         self._ensure_loaded()
         for attempt in (1, 2):
             batch = commands()
-            replies = self._send_and_read(_pack(batch), len(batch))
+            replies = self._read(*self._send(batch))
             error = next((r for r in replies if isinstance(r, Exception)), None)
             if error is None:
                 return replies
@@ -220,13 +275,27 @@ class RedisFeatureStore:
             raise error
         raise AssertionError("unreachable")
 
-    def _send_and_read(self, packed: bytes, count: int) -> list[Any]:
+    def _send(self, commands: list[list[str]]) -> tuple[Any, int]:
+        """Write the commands as one RESP buffer on a pooled connection; replies stay unread.
+
+        redis-py's pipeline encodes each argument through several Python calls;
+        packing RESP with one ``join`` is several times cheaper.
+        """
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([_pack(commands)], check_health=False)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return conn, len(commands)
+
+    def _read(self, conn: Any, count: int) -> list[Any]:
         import redis
 
         pool = self.client.connection_pool
-        conn = pool.get_connection("EVALSHA")
         try:
-            conn.send_packed_command([packed])
             replies: list[Any] = []
             for _ in range(count):
                 try:
@@ -243,66 +312,118 @@ class RedisFeatureStore:
 
     # --- writes --------------------------------------------------------------------
     def apply_events(self, events: Sequence[FeatureEvent], now: float | None = None) -> ApplyResult:
+        return self.begin_apply(events, now).result()
+
+    def begin_apply(self, events: Sequence[FeatureEvent], now: float | None = None) -> PendingApply:
+        """Send the batch's scripts and return before Redis answers.
+
+        The caller does other work (polls Kafka) while Redis runs the scripts,
+        then calls ``result()``; nothing may be committed before that returns.
+        """
         if not events:
-            return ApplyResult(0, 0, 0)
+            return DoneApply(ApplyResult(0, 0, 0))
         now = time.time() if now is None else now
+        commands = self._batch_commands(events, now)
+        if not hasattr(self.client, "connection_pool"):  # a RedisCluster client routes by slot
+            return DoneApply(self._combine(self._run_cluster(commands), len(events)))
+        self._ensure_loaded()
+        conn, count = self._send(commands())
+        return _RedisPending(self, conn, count, commands, len(events))
+
+    def _run_cluster(self, commands: Callable[[], list[list[str]]]) -> list[Any]:
+        def build(pipe: Any) -> None:
+            for command in commands():
+                pipe.execute_command(*command)
+
+        return self._run_pipeline(build)
+
+    @staticmethod
+    def _combine(replies: list[Any], events: int) -> ApplyResult:
+        return ApplyResult(sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies), events)
+
+    def _batch_commands(
+        self, events: Sequence[FeatureEvent], now: float
+    ) -> Callable[[], list[list[str]]]:
+        """The script calls for a batch (a closure: the SHA may change after a reload)."""
         cfg = self.config
         keys = self.keys
-        by_user: dict[str, list[str]] = {}
-        global_args: list[str] = [
-            _num(now),
-            _num(now - cfg.dedup_window_s),
-            str(cfg.dedup_max_global),
-            _num(self._rate),
-            _num(cfg.trending_epoch_s),
-            str(cfg.trending_max_items),
-        ]
+        per_user: dict[str, tuple[list[str], list[str]]] = {}
         for ev in events:
             weight = _num(ev.weight)
-            args = by_user.get(ev.user_id)
-            if args is None:
-                args = by_user[ev.user_id] = []
-            args += (ev.event_id, ev.item_id, weight, ev.recent_entry())
-            global_args += (ev.event_id, ev.item_id, weight, _num(ev.ts), ev.event_type)
-        user_head = [
+            parts = per_user.get(ev.user_id)
+            if parts is None:
+                parts = per_user[ev.user_id] = ([], [])
+            parts[0].extend((ev.event_id, ev.item_id, weight, ev.recent_entry()))
+            parts[1].extend((ev.event_id, ev.item_id, weight, _num(ev.ts), ev.event_type))
+        head = [
             _num(now),
             _num(now - cfg.dedup_window_s),
             str(cfg.dedup_max_user),
             str(cfg.recent_cap),
             str(cfg.user_ttl_s),
+            str(cfg.dedup_max_global),
+            _num(self._rate),
+            _num(cfg.trending_epoch_s),
+            str(cfg.trending_max_items),
         ]
+        limit = self.max_events_per_script
+        global_keys = [keys.trending(), keys.counters(), keys.global_applied()]
+        # (with the global part?, users, their events' global tuples)
+        calls: list[tuple[bool, list[str], list[str]]] = []
+
+        def chunk(users: list[str], with_global: bool) -> None:
+            members: list[str] = []
+            flat: list[str] = []
+            size = 0
+            for user_id in users:
+                n = len(per_user[user_id][0]) // 4
+                if members and size + n > limit:
+                    calls.append((with_global, members, flat))
+                    members, flat, size = [], [], 0
+                members.append(user_id)
+                if with_global:
+                    flat.extend(per_user[user_id][1])
+                size += n
+            if members:
+                calls.append((with_global, members, flat))
+
+        if not self.cluster:
+            chunk(list(per_user), True)
+        else:
+            from redis.crc import key_slot
+
+            by_slot: dict[int, list[str]] = {}
+            for user_id in per_user:
+                by_slot.setdefault(key_slot(keys.recent(user_id).encode()), []).append(user_id)
+            for users in by_slot.values():
+                chunk(users, False)
+            flat_all = [arg for parts in per_user.values() for arg in parts[1]]
+            step = 5 * limit
+            for start in range(0, len(flat_all), step):
+                calls.append((True, [], flat_all[start : start + step]))
 
         def commands() -> list[list[str]]:
-            user_sha = self._sha["user"]
-            out = [
-                [
-                    "EVALSHA",
-                    user_sha,
-                    "4",
-                    keys.recent(user_id),
-                    keys.seen(user_id),
-                    keys.weights(user_id),
-                    keys.applied(user_id),
-                    *user_head,
-                    *args,
+            sha = self._sha["batch"]
+            out = []
+            for with_global, users, flat in calls:
+                user_keys = list(global_keys) if with_global else []
+                for user_id in users:
+                    user_keys += (
+                        keys.recent(user_id),
+                        keys.seen(user_id),
+                        keys.weights(user_id),
+                        keys.applied(user_id),
+                    )
+                args = [
+                    *head,
+                    "1" if with_global else "0",
+                    _json([per_user[u][0] for u in users]),
+                    _json(flat) if with_global else "[]",
                 ]
-                for user_id, args in by_user.items()
-            ]
-            out.append(
-                [
-                    "EVALSHA",
-                    self._sha["global"],
-                    "3",
-                    keys.trending(),
-                    keys.counters(),
-                    keys.global_applied(),
-                    *global_args,
-                ]
-            )
+                out.append(["EVALSHA", sha, str(len(user_keys)), *user_keys, *args])
             return out
 
-        results = self._run_raw(commands)
-        return ApplyResult(sum(int(r) for r in results[:-1]), int(results[-1]), len(events))
+        return commands
 
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
         if ttl_s <= 0:
@@ -390,17 +511,73 @@ class RedisFeatureStore:
 
 
 def _pack(commands: list[list[str]]) -> bytes:
-    """RESP encoding of several commands, for one ``sendall``."""
-    parts: list[bytes] = []
+    """RESP encoding of several commands, for one ``sendall``.
+
+    Built as text and encoded once: for ASCII arguments (nearly all) the
+    character count is the byte count, so no per-argument ``encode``.
+    """
+    parts: list[str] = []
     append = parts.append
     for command in commands:
-        append(b"*%d\r\n" % len(command))
+        append(f"*{len(command)}\r\n")
         for arg in command:
-            data = arg.encode("utf-8")
-            append(b"$%d\r\n" % len(data))
-            append(data)
-            append(b"\r\n")
-    return b"".join(parts)
+            size = len(arg) if arg.isascii() else len(arg.encode("utf-8"))
+            append(f"${size}\r\n{arg}\r\n")
+    return "".join(parts).encode("utf-8")
+
+
+def _json(value: Any) -> str:
+    """Compact JSON that keeps non-ASCII as UTF-8 (the script's cjson reads either)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _RedisPending:
+    """A batch whose scripts were sent; ``result()`` reads the replies."""
+
+    def __init__(
+        self,
+        store: RedisFeatureStore,
+        conn: Any,
+        count: int,
+        commands: Callable[[], list[list[str]]],
+        events: int,
+    ) -> None:
+        self._store = store
+        self._conn: Any = conn
+        self._count = count
+        self._commands = commands
+        self._events = events
+        self._result: ApplyResult | None = None
+
+    def result(self) -> ApplyResult:
+        """The batch's outcome; raises the Redis error if it (or the connection) failed.
+
+        NOSCRIPT (Redis restarted between load and send) reloads the scripts and
+        re-sends the whole batch, which its dedup makes safe.
+        """
+        import redis
+
+        if self._result is not None:
+            return self._result
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise RuntimeError("this pending apply was cancelled or already failed")
+        replies = self._store._read(conn, self._count)
+        error = next((r for r in replies if isinstance(r, Exception)), None)
+        if isinstance(error, redis.exceptions.NoScriptError):
+            self._store.load_scripts()
+            replies = self._store._run_raw(self._commands)
+        elif error is not None:
+            raise error
+        self._result = self._store._combine(replies, self._events)
+        return self._result
+
+    def cancel(self) -> None:
+        """Drop the connection without reading (the writes may or may not have happened)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+            self._store.client.connection_pool.release(conn)
 
 
 def _text(value: str | bytes) -> str:

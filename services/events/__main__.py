@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
@@ -28,6 +29,25 @@ from services.events.config import EventsSettings, load_settings
 from services.events.consumer import EventsConsumer
 
 log = logging.getLogger("services.events")
+
+
+def make_store(settings: EventsSettings) -> RedisFeatureStore:
+    """The Redis store in the configured write layout, scripts loaded (fails fast if down)."""
+    if settings.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        client: Any = RedisCluster.from_url(settings.redis_url, socket_timeout=5.0)
+    else:
+        client = make_redis(settings.redis_url)
+    store = RedisFeatureStore(
+        client,
+        KeySchema(settings.key_prefix),
+        settings.store,
+        cluster=settings.redis_cluster,
+        max_events_per_script=settings.redis_script_max_events,
+    )
+    store.load_scripts()
+    return store
 
 
 def run(settings: EventsSettings, stop: threading.Event) -> int:
@@ -48,10 +68,7 @@ def run(settings: EventsSettings, stop: threading.Event) -> int:
                 settings.bootstrap,
                 {settings.topic: settings.topic_partitions, settings.dlq_topic: 1},
             )
-        store = RedisFeatureStore(
-            make_redis(settings.redis_url), KeySchema(settings.key_prefix), settings.store
-        )
-        store.load_scripts()
+        store = make_store(settings)
         producer = make_producer(settings.bootstrap, client_id="recsys-events-dlq")
         consumer = make_consumer(
             settings.bootstrap, settings.group_id, **settings.consumer_overrides()

@@ -82,6 +82,9 @@ class EventsSettings:
     group_id: str = "recsys-events"
     redis_url: str = DEFAULT_REDIS_URL
     key_prefix: str = "rs"
+    # Write layout: one script per slot group (Redis Cluster) or per chunk of users.
+    redis_cluster: bool = False
+    redis_script_max_events: int = 500
     grpc_port: int = 50051
     metrics_port: int = 9100
     log_level: str = "info"
@@ -151,6 +154,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         group_id=env_str(env, "EVENTS_GROUP_ID", "recsys-events"),
         redis_url=redis_url,
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
+        redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
+        redis_script_max_events=env_int(
+            env, "REDIS_SCRIPT_MAX_EVENTS", 500, minimum=1, maximum=100_000
+        ),
         grpc_port=env_int(env, "GRPC_PORT", 50051, minimum=0, maximum=65535),
         metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from recsys.health import HealthState
 from recsys.kafka_io import REASON_HEADER
-from recsys.store import ApplyResult, FeatureEvent, FeatureStore
+from recsys.store import ApplyResult, FeatureEvent, FeatureStore, PendingApply
 from services.events import metrics
 from services.events.config import EventsSettings
 from services.events.core import BatchPlan, RawRecord, Rejection, backoff_delays, plan_batch
@@ -42,6 +43,16 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.owner.on_assigned(list(assigned))
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch whose Redis writes were sent and whose offsets are not committed yet."""
+
+    plan: BatchPlan
+    pending: PendingApply | None  # None: nothing sent (no events, or the send failed)
+    started: float
+    round_trips: int
 
 
 class EventsConsumer:
@@ -65,9 +76,11 @@ class EventsConsumer:
         # Offsets whose records are applied but not yet committed.
         self._pending: dict[TopicPartition, int] = {}
         self._paused = False
+        self._in_flight: _InFlight | None = None
         self._redis_ok = True
         self._kafka_ok = True
         self._last_check = 0.0
+        self.polled_at = 0.0  # perf_counter() of the last poll that returned records
         self.batches = 0
         self.applied = 0
         self.duplicates = 0
@@ -153,45 +166,106 @@ class EventsConsumer:
             return
         self.subscribe()
         self.check_dependencies()
-        while not stop.is_set():
-            try:
-                polled = self.consumer.poll(
-                    timeout_ms=self.settings.poll_timeout_ms,
-                    max_records=self.settings.max_poll_records,
-                )
-            except KafkaError as exc:
-                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
-                self._set(kafka_ok=False)
-                log.warning("poll failed", extra={"error": str(exc)})
-                stop.wait(self.settings.backoff_initial_s)
-                continue
-            records = [r for batch in polled.values() for r in batch]
-            if records:
-                self.process(records, stop)
-            now = time.monotonic()
-            if now - self._last_check >= self.settings.health_check_interval_s:
-                self._last_check = now
-                self.check_dependencies()
+        try:
+            while not stop.is_set():
+                self.step(stop)
+                now = time.monotonic()
+                if now - self._last_check >= self.settings.health_check_interval_s:
+                    self._last_check = now
+                    self.check_dependencies()
+        finally:
+            self.finish(stop)  # the batch in Redis: committed if it succeeded, else abandoned
+
+    @property
+    def in_flight(self) -> bool:
+        return self._in_flight is not None
+
+    def step(self, stop: threading.Event) -> int:
+        """One poll, overlapped with the previous batch's Redis writes; returns records polled.
+
+        Batch N's scripts were sent without waiting; this polls batch N+1 while
+        Redis runs them (Redis and this process on different cores), then reads
+        N's replies and commits N, and only then starts N+1. So offsets are still
+        committed only after their writes succeeded, and batches are applied in
+        poll order, one at a time.
+        """
+        try:
+            polled = self.consumer.poll(
+                timeout_ms=0 if self._in_flight is not None else self.settings.poll_timeout_ms,
+                max_records=self.settings.max_poll_records,
+            )
+        except KafkaError as exc:
+            self.finish(stop)
+            metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+            self._set(kafka_ok=False)
+            log.warning("poll failed", extra={"error": str(exc)})
+            stop.wait(self.settings.backoff_initial_s)
+            return 0
+        records = [r for batch in polled.values() for r in batch]
+        if records:
+            self.polled_at = time.perf_counter()
+        self.finish(stop)
+        if records:
+            self.start(records, stop)
+        return len(records)
 
     def process(self, records: list[RawRecord], stop: threading.Event) -> bool:
-        """Handle one polled batch; True when its offsets were committed (or handed over)."""
+        """Handle one batch synchronously; True when its offsets were committed."""
+        self.finish(stop)
+        self.start(records, stop)
+        return self.finish(stop)
+
+    def start(self, records: list[RawRecord], stop: threading.Event) -> None:
+        """Plan the batch, dead-letter its bad records, and send its writes (no waiting)."""
         started = time.perf_counter()
         metrics.BATCH_SIZE.observe(len(records))
         plan = plan_batch(records, self.clock(), self.settings.validation)
         if plan.rejected and not self._dead_letter(plan.rejected, stop):
-            return False
+            return  # asked to stop while Kafka was down: abandoned, uncommitted
+        flight = _InFlight(plan, None, started, getattr(self.store, "round_trips", 0))
         if plan.events:
-            result = self._apply(plan.events, stop)
+            try:
+                flight.pending = self.store.begin_apply(plan.events, now=self.clock())
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)  # finish() retries synchronously, with back-off
+        self._in_flight = flight
+
+    def finish(self, stop: threading.Event) -> bool:
+        """Wait for the batch in flight, then commit it; True when committed (or none)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        plan = flight.plan
+        if plan.events:
+            result: ApplyResult | None = None
+            if flight.pending is not None:
+                try:
+                    result = flight.pending.result()
+                except (RedisError, OSError) as exc:
+                    self._redis_failed(exc)
+                else:
+                    metrics.REDIS_ROUND_TRIPS.inc(
+                        getattr(self.store, "round_trips", 0) - flight.round_trips
+                    )
+                    if not self._redis_ok:
+                        self._set(redis_ok=True)
             if result is None:
-                return False
+                result = self._apply(plan.events, stop)  # idempotent: safe to re-send
+                if result is None:
+                    return False
             self._count(plan.events, result)
         for (topic, partition), offset in plan.offsets.items():
             self._pending[TopicPartition(topic, partition)] = offset
         committed = self._commit(stop)
         self._record_lag(plan)
         self.batches += 1
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - flight.started)
         return committed
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+        self._set(redis_ok=False)
+        log.warning("redis write failed; retrying", extra={"error": str(exc)})
 
     def _count(self, events: list[FeatureEvent], result: ApplyResult) -> None:
         dups = len(events) - result.user_applied
@@ -246,9 +320,7 @@ class EventsConsumer:
             try:
                 result = self.store.apply_events(events, now=self.clock())
             except (RedisError, OSError) as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                self._set(redis_ok=False)
-                log.warning("redis write failed; retrying", extra={"error": str(exc)})
+                self._redis_failed(exc)
                 if not self._wait(next(delays), stop):
                     log.info("stopping: batch abandoned without commit")
                     return None

@@ -19,7 +19,19 @@ T0 = 1_700_000_000.0
 CFG = StoreConfig(recent_cap=3, trending_half_life_s=3600.0, dedup_max_user=50)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+REDIS_LAYOUTS = {
+    # one script call per chunk of users, global keys included (standalone Redis)
+    "redis": {},
+    # chunks of at most two events: a batch becomes many pipelined script calls
+    "redis-small-chunks": {"max_events_per_script": 2},
+    # Redis Cluster layout: one call per slot group, the global part on its own
+    "redis-cluster-layout": {"cluster": True},
+}
+
+
+@pytest.fixture(
+    params=["memory", *(pytest.param(name, marks=pytest.mark.integration) for name in REDIS_LAYOUTS)]
+)
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
     if request.param == "memory":
         yield InMemoryFeatureStore(CFG)
@@ -28,7 +40,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
 
     client: Any = request.getfixturevalue("redis_client")
     prefix: str = request.getfixturevalue("key_prefix")
-    yield RedisFeatureStore(client, KeySchema(prefix), CFG)
+    yield RedisFeatureStore(client, KeySchema(prefix), CFG, **REDIS_LAYOUTS[request.param])
 
 
 def ev(n: int, user: str = "u1", item: str = "i1", kind: str = "click", weight: float = 2.0,
@@ -179,11 +191,65 @@ def test_dedup_memory_forgets_ids_older_than_the_window(store: FeatureStore) -> 
     assert store.apply_events([ev(2)], now=T0 + CFG.dedup_window_s + 10).user_applied == 0
 
 
+@pytest.mark.parametrize("layout", ["redis", "redis-small-chunks", "redis-cluster-layout"])
+def test_every_script_call_touches_one_slot_in_cluster_layout_only_there(layout: str) -> None:
+    """Cluster layout: each EVALSHA's keys share one slot (Redis Cluster refuses others)."""
+    from redis.crc import key_slot
+
+    from recsys.store.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore(None, KeySchema("p"), CFG, **REDIS_LAYOUTS[layout])
+    store._sha = {"batch": "0" * 40}
+    batch = [ev(i, user=f"u{i % 50}") for i in range(200)]
+    calls = store._batch_commands(batch, T0)()
+    user_keys = 0
+    for call in calls:
+        nkeys = int(call[2])
+        slots = {key_slot(k.encode()) for k in call[3 : 3 + nkeys]}
+        user_keys += sum(1 for k in call[3 : 3 + nkeys] if ":{u:" in k)
+        if layout == "redis-cluster-layout":
+            assert len(slots) == 1, call[:6]
+    assert user_keys == 4 * 50
+    if layout == "redis":
+        assert len(calls) == 1
+    if layout == "redis-small-chunks":
+        assert len(calls) == 50  # four events per user, two per chunk: one user per call
+
+
 def test_one_apply_is_one_round_trip(store: FeatureStore) -> None:
     store.apply_events([ev(9999, user="warm-up")], now=T0)  # Redis loads its scripts once
     before = store.round_trips  # type: ignore[attr-defined]
     store.apply_events([ev(i, user=f"u{i}") for i in range(200)], now=T0)
     assert store.round_trips - before == 1  # type: ignore[attr-defined]
+
+
+def test_begin_apply_then_result_equals_apply_events(store: FeatureStore) -> None:
+    """The overlapped path (send now, read later) writes exactly what apply_events writes."""
+    batch = [ev(i, user=f"u{i % 4}", item=f"i{i % 5}", weight=1.0 + i % 3) for i in range(40)]
+    pending = store.begin_apply(batch, now=T0)
+    result = pending.result()
+    assert (result.user_applied, result.global_applied, result.events) == (40, 40, 40)
+    assert pending.result() == result  # reading twice does not re-apply
+    reference = InMemoryFeatureStore(CFG)
+    reference.apply_events(batch, now=T0)
+    for u in range(4):
+        assert store.get_user_state(f"u{u}", now=T0) == reference.get_user_state(f"u{u}", now=T0)
+    assert store.counters() == reference.counters()
+    assert dict(store.trending(10, now=T0)) == pytest.approx(dict(reference.trending(10, now=T0)))
+    assert store.begin_apply(batch, now=T0 + 1).result().user_applied == 0
+
+
+def test_ids_and_items_with_json_and_resp_special_characters(store: FeatureStore) -> None:
+    odd = ['quote"d', "back\\slash", "new\nline", "snow☃man", "\r\n$3\r\n", "[1,2]", "1e5"]
+    batch = [ev(i, user=f"user {name}", item=name) for i, name in enumerate(odd)]
+    assert store.apply_events(batch, now=T0).user_applied == len(odd)
+    for i, name in enumerate(odd):
+        state = store.get_user_state(f"user {name}", now=T0)
+        assert state.seen == {name}
+        assert state.recent[0].item == name
+        assert state.weights == {name: 2.0}
+    assert store.counters() == {"click": len(odd)}
+    assert store.apply_events(batch, now=T0).user_applied == 0
 
 
 def test_decay_rate_rejects_non_positive_half_life() -> None:
