@@ -29,9 +29,10 @@ REDIS_LAYOUTS = {
 }
 
 
-@pytest.fixture(
-    params=["memory", *(pytest.param(name, marks=pytest.mark.integration) for name in REDIS_LAYOUTS)]
-)
+BACKENDS = ["memory", *(pytest.param(n, marks=pytest.mark.integration) for n in REDIS_LAYOUTS)]
+
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
     if request.param == "memory":
         yield InMemoryFeatureStore(CFG)
@@ -243,7 +244,7 @@ def test_ids_and_items_with_json_and_resp_special_characters(store: FeatureStore
     odd = ['quote"d', "back\\slash", "new\nline", "snow☃man", "\r\n$3\r\n", "[1,2]", "1e5"]
     batch = [ev(i, user=f"user {name}", item=name) for i, name in enumerate(odd)]
     assert store.apply_events(batch, now=T0).user_applied == len(odd)
-    for i, name in enumerate(odd):
+    for name in odd:
         state = store.get_user_state(f"user {name}", now=T0)
         assert state.seen == {name}
         assert state.recent[0].item == name
