@@ -19,7 +19,7 @@ T0 = 1_700_000_000.0
 CFG = StoreConfig(recent_cap=3, trending_half_life_s=3600.0, dedup_max_user=50)
 
 
-REDIS_LAYOUTS = {
+REDIS_LAYOUTS: dict[str, dict[str, Any]] = {
     # one script call per chunk of users, global keys included (standalone Redis)
     "redis": {},
     # chunks of at most two events: a batch becomes many pipelined script calls
