@@ -107,6 +107,22 @@ def run_ghz(
     lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
     codes = dict(report.get("statusCodeDistribution") or {})
     errors = {k: v for k, v in codes.items() if k != "OK"}
+    # ghz stops at the deadline by closing its connections: the requests in flight then
+    # (at most -c of them) fail "transport is closing"; they are not server errors.
+    closing = sum(n for msg, n in (report.get("errorDistribution") or {}).items()
+                  if "closing" in msg or "canceled" in msg or "closed network" in msg)  # fmt: skip
+    if closing and errors.get("Unavailable", 0) + errors.get("Canceled", 0) >= closing:
+        for code in ("Unavailable", "Canceled"):
+            take = min(errors.get(code, 0), closing)
+            if take:
+                errors[code] -= take
+                closing -= take
+                errors["cut_at_end"] = errors.get("cut_at_end", 0) + take
+                if not errors[code]:
+                    del errors[code]
+    detail = report.get("errorDistribution") or {}
+    if detail:
+        log(f"  ghz errors: {dict(list(detail.items())[:3])}")
     return LoadResult("ghz", int(report["count"]), float(report["rps"]),
                       lat.get(50, float("nan")), lat.get(90, float("nan")),
                       lat.get(99, float("nan")), errors)  # fmt: skip

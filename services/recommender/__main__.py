@@ -64,10 +64,10 @@ def redis_unavailable_errors() -> tuple[type[BaseException], ...]:
 def open_store(settings: RecommenderSettings) -> Any:
     from recsys.redis_io import make_redis
     from recsys.store import KeySchema
-    from recsys.store.redis_store import RedisFeatureStore
+    from services.recommender.store_reader import RecommenderRedisStore
 
     client = make_redis(settings.redis_url, check=False, timeout_s=settings.redis_timeout_s)
-    return RedisFeatureStore(client, KeySchema(settings.key_prefix))
+    return RecommenderRedisStore(client, KeySchema(settings.key_prefix))
 
 
 def _wait_until(what: str, ready: Any, settings: RecommenderSettings,

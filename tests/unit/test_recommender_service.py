@@ -394,3 +394,25 @@ def test_model_swap_is_seen_by_the_next_request_only() -> None:
         "20250101T000000Z-00000001",
         "20250102T000000Z-00000002",
     )
+
+
+def test_cached_foldin_path_matches_model_recommend() -> None:
+    """The service's fold-in shortcut must rank exactly as ``Model.recommend`` does."""
+    import random as _random
+
+    rng = _random.Random(4)
+    model = tiny_model()
+    service, store = make_service(model=model)
+    items = [*A, *B, COLD]
+    for n in range(40):
+        user = rng.choice(["ua", "ub", f"new{n}"])
+        for item in rng.sample(items, rng.randrange(1, 4)):
+            click(store, user, item, weight=rng.choice((1.0, 2.0, 8.0)))
+        excluded = rng.sample(items, rng.randrange(0, 3))
+        k = rng.randrange(1, 9)
+        got = rec(service, user, k, exclude=excluded)
+        state = store.get_user_state(user)
+        merged = combine_weights(model.user_history(user), state.weights, "max")
+        want = model.recommend(user, merged, k, exclude=set(excluded) | state.seen)
+        assert [i.item_id for i in got.items] == want.ids
+        assert [i.score for i in got.items] == pytest.approx(want.scores.tolist())
