@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from redis.exceptions import RedisError
 
@@ -187,11 +187,13 @@ class EventsConsumer:
         Redis runs them (Redis and this process on different cores), then reads
         N's replies and commits N, and only then starts N+1. So offsets are still
         committed only after their writes succeeded, and batches are applied in
-        poll order, one at a time.
+        poll order, one at a time. The poll keeps its normal timeout (it returns
+        as soon as records arrive): a zero-timeout poll can leave a group join
+        half done, and a commit then fails with RebalanceInProgress.
         """
         try:
             polled = self.consumer.poll(
-                timeout_ms=0 if self._in_flight is not None else self.settings.poll_timeout_ms,
+                timeout_ms=self.settings.poll_timeout_ms,  # returns as soon as records arrive
                 max_records=self.settings.max_poll_records,
             )
         except KafkaError as exc:
@@ -375,9 +377,10 @@ class EventsConsumer:
             try:
                 if offsets:
                     self.consumer.commit(offsets)
-            except CommitFailedError as exc:
-                # The group rebalanced: the partitions' new owner replays from the last
-                # committed offset, which the store's dedup turns into a no-op.
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                # The group rebalanced (or is rebalancing: retrying cannot succeed until
+                # poll() rejoins): the partitions' owner replays from the last committed
+                # offset, which the store's dedup turns into a no-op.
                 log.warning("commit rejected after rebalance", extra={"error": str(exc)})
                 self._pending.clear()
                 return False
