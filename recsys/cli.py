@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "recsys.demo",
     "services.events.cli",
     "services.recommender.cli",
+    "services.recommender.serve_cli",
     "services.sentiment.cli",
     "recsys.client",
 )
