@@ -10,12 +10,14 @@ missing) drives ``Recommend`` for random known users:
 2. the latency at half that rate (``--rps``), the figure a capacity plan uses;
 3. in the same run, the same server in ``RECOMMENDER_NOOP=1`` mode (Recommend returns an
    empty answer without touching the model or Redis): what gRPC, protobuf and the
-   servicer cost on their own. ``ratio`` = Recommend QPS / no-op QPS.
+   servicer cost on their own. The two servers run side by side and ghz alternates
+   between them (``--rounds`` each, median kept), so background load on the machine
+   weighs on both alike. ``ratio`` = Recommend QPS / no-op QPS.
 
 Without Go, a Python multiprocessing client stands in (documented in docs/benchmarks.md;
 it competes with the server for the same cores, so its figures are lower bounds).
 
-    python -m bench.recommend_load [--quick] [--concurrency 16] [--connections 8]
+    python -m bench.recommend_load [--quick] [--concurrency 16] [--connections 8] [--rounds 3]
 
 Ends with one JSON line: the ML-100K figures at top level, the large catalog under "large".
 """

@@ -18,6 +18,7 @@ model watcher and the Redis pool close.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -185,6 +186,7 @@ def prepare(
         raise
 
     def on_swap(old: Any, new: Any) -> None:
+        freeze_heap()
         if old is not None:
             metrics.MODEL_INFO.labels(old.version).set(0)
         metrics.MODEL_INFO.labels(new.version).set(1)
@@ -230,6 +232,15 @@ def attach(running: Running, prepared: Prepared) -> None:
     log.info("recommender serving", extra={"model_version": prepared.version,
                                            "items": prepared.items, "grpc_port": running.port,
                                            "pid": os.getpid()})  # fmt: skip
+
+
+def freeze_heap() -> None:
+    """Move everything alive now (the model's id maps and metadata: ~10^5-10^6 objects for a
+    large catalog) out of the cyclic GC's reach. A full collection over them took ~90 ms for
+    a 100k-item model, which every request caught in it paid; frozen objects are still freed
+    by reference counting when a swapped-out model's last request ends."""
+    gc.collect()
+    gc.freeze()
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
