@@ -1,0 +1,73 @@
+"""The servicer's error mapping, with a recording stand-in for the gRPC context.
+
+Real-server behaviour (status codes on the wire) is in tests/integration; this checks the
+branches that are hard to reach over a real connection: an expired deadline, a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from test_recommender_service import tiny_model
+
+from recsys.recommender.v1 import recommender_pb2 as pb
+from recsys.store.memory import InMemoryFeatureStore
+from services.recommender.server import RecommenderServicer
+from services.recommender.service import RecommenderService, StateReader
+
+
+class AbortedError(Exception):
+    pass
+
+
+class Context:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def abort(self, code: grpc.StatusCode, details: str) -> Any:
+        self.code, self.details = code, details
+        raise AbortedError
+
+
+def servicer() -> RecommenderServicer:
+    model = tiny_model()
+    return RecommenderServicer(RecommenderService(lambda: model,
+                                                  StateReader(InMemoryFeatureStore())))  # fmt: skip
+
+
+def test_expired_deadline_is_deadline_exceeded_without_doing_the_work() -> None:
+    ctx = Context(remaining=0.0)
+    with pytest.raises(AbortedError):
+        servicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx)  # type: ignore[arg-type]
+    assert ctx.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_domain_error_maps_to_its_code_with_the_message() -> None:
+    ctx = Context(remaining=5.0)
+    with pytest.raises(AbortedError):
+        servicer().SimilarItems(pb.SimilarItemsRequest(item_id="zz", k=2), ctx)  # type: ignore[arg-type]
+    assert ctx.code == grpc.StatusCode.NOT_FOUND and "'zz'" in ctx.details
+
+
+def test_a_bug_is_internal_without_details() -> None:
+    s = servicer()
+    assert s.service is not None
+    s.service.models = lambda: (_ for _ in ()).throw(ZeroDivisionError("secret"))
+    ctx = Context(remaining=None)
+    with pytest.raises(AbortedError):
+        s.Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx)  # type: ignore[arg-type]
+    assert ctx.code == grpc.StatusCode.INTERNAL and "secret" not in ctx.details
+
+
+def test_not_ready_is_unavailable() -> None:
+    ctx = Context(remaining=None)
+    with pytest.raises(AbortedError):
+        RecommenderServicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx)  # type: ignore[arg-type]
+    assert ctx.code == grpc.StatusCode.UNAVAILABLE
