@@ -183,6 +183,8 @@ class Driver:
         rec_out = {"max": rec.summary(), "rounds_qps": [round(r.rps, 1) for r in recs]}
         noop_out = {"max": noop.summary(), "rounds_qps": [round(r.rps, 1) for r in noops]}
         rec_out["half"] = self.at_half(rec_target, users, template, rec.rps)
+        # the same for the no-op: the latency floor this machine gives any handler at half load
+        noop_out["half"] = self.at_half(noop_target, users, template, noop.rps)
         return rec_out, noop_out
 
 
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(qps / noop_qps, 3) if noop_qps else None,
         "p50_ms": report["ml100k"]["max"]["p50_ms"],
         "p99_ms_at_half_load": report["ml100k"]["half"]["p99_ms"],
+        "noop_p99_ms_at_half_load": report["noop"]["half"]["p99_ms"],
         "tool": report["ml100k"]["max"]["tool"],
     }
     if "large" in report:
