@@ -1,0 +1,33 @@
+"""The fault-injection suite (``make faults``): registers its marker, shares one pipeline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "faults: kills or restarts parts of the running pipeline (make faults)"
+    )
+
+
+@pytest.fixture(scope="session")
+def fault_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Models, workload, Apache Kafka and an appendonly Redis, plus the fault-free run.
+
+    ``FAULTS_QUICK=1`` (CI) runs 6000 events and 600 feedback records per case.
+    """
+    from bench.faults import run_case, suite_context
+
+    quick = os.environ.get("FAULTS_QUICK", "1") != "0"
+    work = Path(tmp_path_factory.mktemp("faults"))
+    with suite_context(work, quick) as suite:
+        reference = run_case(suite, "none")
+        print(reference.report())
+        assert reference.passed, reference.report()
+        yield suite
