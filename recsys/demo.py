@@ -43,18 +43,19 @@ from tqdm import tqdm
 K = 10
 SHOW = 5
 
-# (text, language, expected) — the review sent about an item in a tracked user's list
-# is the first negative English one.
+# (text, language, expected): sample feedback from the CRM, about no item in particular
 FEEDBACK: tuple[tuple[str, str, str], ...] = (
     ("terrible product, it broke after one day", "en", "negative"),
     ("love it, works perfectly, thank you", "en", "positive"),
-    ("质量太差了，用了一天就坏了", "zh", "negative"),
+    ("the worst purchase I have ever made", "en", "negative"),
     ("质量很好，非常满意", "zh", "positive"),
     ("the package arrived on tuesday", "en", "neutral"),
     ("excellent quality and fast delivery", "en", "positive"),
     ("非常失望，不推荐购买", "zh", "negative"),
 )
-NEGATIVE_REVIEW = "the worst purchase I have ever made"
+# The review about an item in a tracked user's list ("the quality is terrible, it broke after
+# one day"): one that the reduced model trained on a fresh machine also scores clearly negative.
+NEGATIVE_REVIEW = ("质量太差了，用了一天就坏了", "zh")
 
 
 def say(msg: str) -> None:
@@ -106,7 +107,7 @@ class Demo:
         self.probes = Probes()
         self.rng = random.Random(args.seed)
         self.gate = threading.Lock()
-        self.held: dict[str, list[int]] = {}
+        self.held: dict[str, list[tuple[int, bool]]] = {}  # user -> (event, is a sample)
         self.last_event: dict[str, str] = {}
         self.produced = 0
         self.idle_ms: list[float] = []
@@ -283,31 +284,39 @@ class Demo:
         started = time.perf_counter()
         next_status = started + args.status_every
         elapsed = 0.0
+        futures: list[Any] = []
         try:
             probe.start()
-            want_sample = False
             for n, e in enumerate(events):
                 if self.stop.is_set():
                     break
-                user = lg.user_ids[int(lg.users[e])]
-                want_sample = want_sample or n % sample_every == 0
-                with self.gate:
-                    if user in self.held:
-                        self.held[user].append(int(e))
-                        continue
-                    if want_sample:  # the next event of a user not held already
-                        want_sample = False
-                        self.held[user] = []
-                        pool.submit(self._hr_sample, user, int(e), self.last_event.get(user))
-                        continue
-                    self._produce(user, int(e))
                 if n % 200 == 0:
                     self._hold_lag(rates)
+                user = lg.user_ids[int(lg.users[e])]
+                sample = n % sample_every == 0
+                with self.gate:
+                    if user in self.held:
+                        self.held[user].append((int(e), sample))
+                    elif sample:
+                        self.held[user] = []
+                        futures.append(pool.submit(self._hr_sample, user, int(e),
+                                                   self.last_event.get(user)))
+                    else:
+                        self._produce(user, int(e))
                 now = time.perf_counter()
                 if now >= next_status:
                     next_status = now + args.status_every
                     say(self._status(rates))
-            pool.shutdown(wait=True)
+            # the users still held finish their samples; the display goes on meanwhile
+            while not all(f.done() for f in futures) and not self.stop.is_set():
+                time.sleep(0.05)
+                now = time.perf_counter()
+                if now >= next_status:
+                    next_status = now + args.status_every
+                    rates.append((now, self._applied_replay()))
+                    say(self._status(rates))
+            for f in futures:
+                f.result()  # a failed sample fails the demo, with its error
             self.producer.flush(30)
             deadline = time.monotonic() + 60
             while not self.stop.is_set() and self._applied_replay() < self.produced:
@@ -321,14 +330,15 @@ class Demo:
             self.bar.close()
             self.producer.close(timeout=5)
         probe.join(timeout=30)
-        self._idle_freshness(tracked)
+        rates.append((time.perf_counter(), self._applied_replay()))
+        say(self._status(rates) + "  (replay done)")
         self.summary.update(
             events=self.produced,
             replay_s=round(elapsed, 1),
             events_per_s=round(self.produced / elapsed, 1) if elapsed else None,
             users=len(users),
         )
-        say(self._status(rates) + "  (final)")
+        self._idle_freshness(tracked)
 
     def _produce(self, user: str, e: int) -> None:
         """Send one timeline event (under ``self.gate``: per-user order is production order)."""
@@ -350,27 +360,44 @@ class Demo:
         self.bar.update(1)
 
     def _hr_sample(self, user: str, e: int, previous: str | None) -> None:
-        """Wait for the user's previous event, ask for a top-10, then release the user."""
+        """Ask for the user's top-10 once their previous event is applied, produce the event,
+        then the user's held events in order, stopping at the next sample to ask again."""
+        try:
+            while True:
+                self._ask(user, e, previous)
+                with self.gate:
+                    self._produce(user, e)
+                    queue = self.held[user]
+                    while queue:
+                        later, sample = queue.pop(0)
+                        if sample:
+                            e, previous = later, self.last_event[user]
+                            break
+                        self._produce(user, later)
+                    else:
+                        del self.held[user]
+                        return
+        except BaseException:
+            with self.gate:  # never strand a user's events, whatever failed
+                for later, _ in self.held.pop(user, []):
+                    self._produce(user, later)
+            raise
+
+    def _ask(self, user: str, e: int, previous: str | None) -> None:
         from recsys.store import KeySchema
 
-        try:
-            applied_key = KeySchema(self.prefix).applied(user)
-            deadline = time.monotonic() + 30
-            ready = previous is None
-            while not ready and not self.stop.is_set() and time.monotonic() < deadline:
-                ready = self.redis.zscore(applied_key, previous) is not None
-                if not ready:
-                    time.sleep(0.005)
-            if ready:
-                hit = self.lg.item_ids[int(self.lg.items[e])] in self.top(user)
-                with self.probes.lock:
-                    self.probes.hits += hit
-                    self.probes.asked += 1
-        finally:
-            with self.gate:
-                self._produce(user, e)
-                for later in self.held.pop(user, []):
-                    self._produce(user, later)
+        applied_key = KeySchema(self.prefix).applied(user)
+        deadline = time.monotonic() + 30
+        ready = previous is None
+        while not ready and not self.stop.is_set() and time.monotonic() < deadline:
+            ready = self.redis.zscore(applied_key, previous) is not None
+            if not ready:
+                time.sleep(0.005)
+        if ready and not self.stop.is_set():
+            hit = self.lg.item_ids[int(self.lg.items[e])] in self.top(user)
+            with self.probes.lock:
+                self.probes.hits += hit
+                self.probes.asked += 1
 
     def _applied_replay(self) -> int:
         """Applied replay events: everything applied minus the probes' clicks."""
@@ -508,7 +535,7 @@ class Demo:
         sends: list[tuple[str, str, str, str | None, str]] = []  # id, text, lang, item, expected
         for n, (text, lang, expected) in enumerate(FEEDBACK):
             sends.append((f"fb-{self.run_id}-{n}", text, lang, None, expected))
-        sends.append((f"fb-{self.run_id}-review", NEGATIVE_REVIEW, "en", victim, "negative"))
+        sends.append((f"fb-{self.run_id}-review", *NEGATIVE_REVIEW, victim, "negative"))
         consumer = make_consumer(self.kafka.bootstrap, f"demo-scored-{self.run_id}",
                                  self.scored_topic, **self.kafka.consumer_config())  # fmt: skip
         producer = make_producer(self.kafka.bootstrap, linger_ms=0, client_id="demo-feedback")
@@ -671,7 +698,7 @@ def register(sub: Any) -> None:
                         help="most events produced but not yet applied")
     parser.add_argument("--hr-every", type=int, default=20,
                         help="ask Recommend before every Nth replayed event (HR@10)")
-    parser.add_argument("--hr-workers", type=int, default=8,
+    parser.add_argument("--hr-workers", type=int, default=16,
                         help="HR@10 samples waited on at once")
     parser.add_argument("--tracked", type=int, default=3, help="users whose clicks are shown")
     parser.add_argument("--probe-interval", type=float, default=0.2,
