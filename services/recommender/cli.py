@@ -118,10 +118,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ml = _load_dataset(args.dataset)
         items = training.items_from_movielens(ml.items)
         inter = ml.interactions
-        rating = EventWeights()
-        weights = [rating.weight("rating", float(r)) for r in inter.ratings]
+        rating_weights = EventWeights().rating_weights(inter.ratings)
         data = training.build_matrix(
-            inter.user_ids, inter.item_ids, weights, item_ids=sorted(items, key=_id_key)
+            inter.user_ids, inter.item_ids, rating_weights, item_ids=sorted(items, key=_id_key)
         )
     elif args.source == "csv":
         if not args.csv:
@@ -152,7 +151,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train_s = float(model.config["train_s"])
     model.metrics.update({"load_s": round(load_s, 3), "train_s": round(train_s, 3)})
     model.config["source"] = args.source
+    saving = time.perf_counter()
     version = model.save(args.store, make_current=not args.no_publish_current)
+    save_s = time.perf_counter() - saving
     artifact.prune(args.store, keep=args.keep)
     print(
         json.dumps(
@@ -163,6 +164,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "items": model.n_items,
                 "interactions": int(model.config["nnz"]),
                 "train_s": round(train_s, 3),
+                "train_cpu_s": round(float(model.config["train_cpu_s"]), 3),
+                "phases_s": model.config["train_phases_s"],
+                "load_s": round(load_s, 3),
+                "save_s": round(save_s, 3),
             }
         )
     )

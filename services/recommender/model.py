@@ -40,6 +40,11 @@ from services.recommender.weights import Weighting, WeightingConfig
 SOURCE_MODEL = "model"  # the user's trained vector
 SOURCE_FOLDIN = "foldin"  # a vector computed from the interactions passed in
 SOURCE_POPULAR = "popular"  # no usable history: most popular items
+SOURCE_TRENDING = "trending"  # no usable history, a ``prior`` was given: its best items
+
+# Weight of the trending prior against the fold-in score when a caller passes ``prior`` and the
+# model's config names none (the replay protocol's validation choice, docs/evaluation.md).
+DEFAULT_PRIOR_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,25 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
     order = part[np.argsort(-scores[part], kind="stable")]
     out: np.ndarray = order[np.isfinite(scores[order])]
+    return out
+
+
+def recency_weighted(
+    events: Iterable[tuple[str, float]], *, boost: float = 0.0, half_life: float = 10.0
+) -> dict[str, float]:
+    """Per-item raw weights from a user's events *oldest first*, the newest ones boosted.
+
+    The ``j``-th newest event (0 = newest) has its weight multiplied by
+    ``1 + boost · 2^(−j / half_life)``: a user's next items follow their latest ones more than
+    their old ones, and a fold-in only sees totals, so the order has to be folded into the
+    weights. Repeated items sum (each event at its own position). ``boost`` 0 is plain sums.
+    """
+    seq = list(events)
+    out: dict[str, float] = {}
+    n = len(seq)
+    for pos, (item, weight) in enumerate(seq):
+        factor = 1.0 + boost * 2.0 ** (-(n - 1 - pos) / half_life) if boost else 1.0
+        out[item] = out.get(item, 0.0) + float(weight) * factor
     return out
 
 
@@ -274,6 +298,8 @@ class Model:
         filter_seen: bool = True,
         filter_categories: Iterable[str] | None = None,
         with_reasons: bool = True,
+        prior: Mapping[str, float] | np.ndarray | None = None,
+        prior_weight: float | None = None,
     ) -> Recommendations:
         """Top-``k`` items for a user.
 
@@ -283,6 +309,13 @@ class Model:
         (``source == "popular"``). With ``filter_seen`` the user's training history and
         ``user_items`` are excluded; ``exclude`` removes more items (e.g. suppressed ones);
         ``filter_categories`` keeps only items with at least one of those genres.
+
+        ``prior`` (item id → score, or an array over the model's item rows), e.g. the live
+        decayed trending counts, turns on the real-time blend: the personal scores, scaled to a
+        maximum of 1, plus ``prior_weight`` × ``log1p(prior)`` scaled to a maximum of 1; a user
+        with no usable history gets the prior's best items (``source == "trending"``) instead
+        of the training popularity. ``prior_weight`` defaults to the model config's
+        ``prior_weight`` (else :data:`DEFAULT_PRIOR_WEIGHT`). Without ``prior`` nothing changes.
         """
         if k <= 0:
             raise InvalidArgumentError(f"k must be positive, got {k}")
@@ -294,10 +327,25 @@ class Model:
                 seen.update(self.user_history(user_id))
         allowed = self._candidate_mask(self._exclude_rows(seen), filter_categories)
         vector, source = self.user_vector(user_id, items)
+        boost = self._prior_scores(prior)
+        if vector is None and boost is not None:
+            # Popularity (scaled far below one prior step) only breaks ties between items the
+            # prior has not seen yet.
+            pop = self.item_popularity / max(float(self.item_popularity.max(initial=0.0)), 1.0)
+            scores = (boost + 1e-6 * pop).astype(np.float32)
+            scores[~allowed] = -np.inf
+            best = top_k(scores, k)
+            ids = [self.item_ids[int(r)] for r in best]
+            return Recommendations(ids, scores[best], [None] * len(ids), SOURCE_TRENDING)
         if vector is None:
             ids, scores = self._popular(k, allowed)
             return Recommendations(ids, scores, [None] * len(ids), SOURCE_POPULAR)
         scores = np.asarray(self.item_factors @ vector, dtype=np.float32)
+        if boost is not None:
+            weight = self.config.get("prior_weight", DEFAULT_PRIOR_WEIGHT)
+            weight = float(weight if prior_weight is None else prior_weight)
+            scale = max(float(np.abs(scores).max(initial=0.0)), 1e-12)
+            scores = (scores / scale + weight * boost).astype(np.float32)
         scores[~allowed] = -np.inf
         best = top_k(scores, k)
         ids = [self.item_ids[int(r)] for r in best]
@@ -306,6 +354,28 @@ class Model:
             basis = items if source == SOURCE_FOLDIN else self.user_history(user_id or "")
             reasons = self._reasons(basis, best)
         return Recommendations(ids, scores[best], reasons, source)
+
+    def _prior_scores(self, prior: Mapping[str, float] | np.ndarray | None) -> np.ndarray | None:
+        """``log1p(prior)`` over item rows scaled to a maximum of 1 (None if no positive value):
+        the log keeps a handful of blockbusters from drowning the personal scores."""
+        if prior is None:
+            return None
+        if isinstance(prior, np.ndarray):
+            if prior.shape != (self.n_items,):
+                raise InvalidArgumentError(f"prior must have {self.n_items} entries")
+            raw = np.asarray(prior, dtype=np.float64)
+        else:
+            raw = np.zeros(self.n_items, dtype=np.float64)
+            for item, value in prior.items():
+                row = self._item_row.get(item)
+                if row is not None and math.isfinite(value):
+                    raw[row] = value
+        raw = np.log1p(np.maximum(raw, 0.0))
+        top = float(raw.max(initial=0.0))
+        if top <= 0.0:
+            return None
+        out: np.ndarray = raw / top
+        return out
 
     def _reasons(self, user_items: Mapping[str, float], rec_rows: np.ndarray) -> list[str | None]:
         rows, raw = self._rows(user_items)

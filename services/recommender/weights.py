@@ -58,6 +58,14 @@ class EventWeights:
                 f"unknown event type {event_type!r}; known: rating, {', '.join(self.weights)}"
             ) from None
 
+    def rating_weights(self, ratings: np.ndarray) -> np.ndarray:
+        """:meth:`weight` of many rating events at once (a data set's whole rating column)."""
+        values = np.asarray(ratings, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("a rating event needs a finite rating value")
+        out: np.ndarray = (values * self.rating_scale).astype(np.float32)
+        return out
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EventWeights:
         """``EVENT_WEIGHT_VIEW`` … ``EVENT_WEIGHT_PURCHASE`` and ``EVENT_WEIGHT_RATING_SCALE``."""
@@ -83,19 +91,29 @@ class WeightingConfig:
     b: float = 0.8
     alpha: float = 1.0
     log_eps: float = 1.0
+    # Subtracted from raw weights before the scheme (floored at ``offset_floor``): with star
+    # ratings, offset 3 makes a 1–3-star rating a weak positive and a 5-star one a strong one,
+    # when the target is "liked" (ratings ≥ 4) rather than "watched". 0 = off.
+    offset: float = 0.0
+    offset_floor: float = 0.05
 
     def __post_init__(self) -> None:
         if self.scheme not in WEIGHTINGS:
             raise ConfigError(f"weighting {self.scheme!r} must be one of {', '.join(WEIGHTINGS)}")
         if self.alpha <= 0 or self.k1 <= 0 or not 0.0 <= self.b <= 1.0 or self.log_eps <= 0:
             raise ConfigError("weighting needs alpha > 0, k1 > 0, 0 <= b <= 1, log_eps > 0")
+        if self.offset < 0 or self.offset_floor <= 0:
+            raise ConfigError("weighting needs offset >= 0 and offset_floor > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WeightingConfig:
-        return cls(**{k: data[k] for k in ("scheme", "k1", "b", "alpha", "log_eps") if k in data})
+        return cls(**{k: data[k] for k in _CONFIG_KEYS if k in data})
+
+
+_CONFIG_KEYS = ("scheme", "k1", "b", "alpha", "log_eps", "offset", "offset_floor")
 
 
 class Weighting:
@@ -145,6 +163,8 @@ class Weighting:
     ) -> np.ndarray:
         cfg = self.config
         x = data.astype(np.float32)
+        if cfg.offset > 0:
+            x = np.maximum(x - np.float32(cfg.offset), np.float32(cfg.offset_floor))
         if cfg.scheme == "bm25":
             idf = self._idf(row_counts.astype(np.float64)).astype(np.float32)
             x = x * (cfg.k1 + 1.0) / (cfg.k1 * self.item_norm[cols] + x) * idf[rows]

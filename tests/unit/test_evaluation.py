@@ -10,13 +10,16 @@ import scipy.sparse as sp
 
 from recsys.store.keys import KeySchema
 from services.recommender.evaluation import (
+    REPLAY_VARIANTS,
     EventLog,
     PopularityRec,
+    RealtimeConfig,
     batch_top_k,
     evaluate,
     list_metrics,
     random_split,
     ranking_metrics,
+    recency_boosted,
     replay,
     temporal_user_split,
     time_split,
@@ -126,6 +129,62 @@ def test_replay_fold_in_beats_static_and_popularity_for_new_users() -> None:
     res = replay(log, train_idx, replay_idx, TrainConfig(factors=4, iterations=10, num_threads=1))
     assert res["als_foldin"]["hr@10"] > res["als_static"]["hr@10"] + 0.1
     assert res["als_foldin"]["hr@10"] > res["popularity"]["hr@10"] + 0.1
+    assert set(res) == set(REPLAY_VARIANTS)
+
+
+def test_replay_popularity_is_static_and_trending_follows_the_replay() -> None:
+    """``popularity`` only knows training counts; ``trending`` and ``popularity_live`` see
+    the replayed events, so a film that only becomes popular in the replay is hit by them."""
+    users: list[int] = []
+    items: list[int] = []
+    ts: list[int] = []
+    for u in range(10):  # training: everybody rates items 0-2
+        for i in range(3):
+            users.append(u)
+            items.append(i)
+            ts.append(len(ts))
+    for u in range(10, 30):  # replay: new users all rate item 5, after a warm-up item 4
+        for i in (4, 5):
+            users.append(u)
+            items.append(i)
+            ts.append(len(ts))
+    log = EventLog(
+        users=np.array(users, dtype=np.int64),
+        items=np.array(items, dtype=np.int64),
+        ratings=np.full(len(users), 4.0, dtype=np.float32),
+        timestamps=np.array(ts, dtype=np.int64),
+        user_ids=[f"u{u}" for u in range(30)],
+        item_ids=[f"i{i}" for i in range(20)],
+        item_meta={},
+    )
+    train_idx, replay_idx = np.arange(30), np.arange(30, len(users))
+    res = replay(
+        log,
+        train_idx,
+        replay_idx,
+        TrainConfig(factors=4, iterations=5, num_threads=1),
+        realtime=RealtimeConfig(trending_half_life_s=5.0),
+        k=3,
+        variants=("popularity", "popularity_live", "trending"),
+    )
+    assert res["popularity"]["hr@10"] == 0.0  # items 4 and 5 never enter the static top 3
+    assert res["trending"]["hr@10"] >= 0.85  # misses only while items 4 and 5 are new
+    # cumulative counts need ten replay users to overtake the training favourites; decay, less
+    assert res["trending"]["hr@10"] > res["popularity_live"]["hr@10"] > 0.3
+
+
+def test_recency_boosted_matrix_ranks_by_event_time() -> None:
+    log = _two_worlds()
+    m = log.matrix(np.arange(len(log)))
+    boosted = recency_boosted(log, m, boost=1.0, half_life=1.0)
+    row = boosted[0].toarray().ravel()
+    order = [int(i) for i in log.items[log.users == 0]]  # user 0's items, oldest first
+    assert row[order[-1]] == pytest.approx(4.0 * 2.0)  # newest: 1 + boost
+    assert row[order[-2]] == pytest.approx(4.0 * 1.5)
+    assert row[order[0]] == pytest.approx(4.0 * (1.0 + 2.0 ** -(len(order) - 1)))
+    assert (
+        recency_boosted(log, m, boost=0.0, half_life=1.0).toarray().tolist() == m.toarray().tolist()
+    )
 
 
 def test_matrix_from_user_weights_sums_and_drops_unknown_items() -> None:

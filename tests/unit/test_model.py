@@ -13,7 +13,15 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.errors import InvalidArgumentError, NotFoundError
-from services.recommender.model import SOURCE_FOLDIN, SOURCE_MODEL, SOURCE_POPULAR, ItemMeta, Model
+from services.recommender.model import (
+    SOURCE_FOLDIN,
+    SOURCE_MODEL,
+    SOURCE_POPULAR,
+    SOURCE_TRENDING,
+    ItemMeta,
+    Model,
+    recency_weighted,
+)
 from services.recommender.training import TrainConfig, build_matrix, train
 from services.recommender.weights import EventWeights, Weighting, WeightingConfig
 
@@ -177,3 +185,49 @@ def test_event_weights_defaults_and_ratings() -> None:
         ew.weight("teleport")
     custom = EventWeights.from_env({"EVENT_WEIGHT_PURCHASE": "20"})
     assert custom.weight("purchase") == 20.0
+
+
+def test_rating_weights_vectorised_equals_per_event() -> None:
+    ew = EventWeights(rating_scale=0.5)
+    ratings = np.array([1.0, 3.0, 5.0])
+    np.testing.assert_allclose(
+        ew.rating_weights(ratings), [ew.weight("rating", r) for r in ratings]
+    )
+    with pytest.raises(ValueError):
+        ew.rating_weights(np.array([1.0, np.nan]))
+
+
+def test_weighting_offset_makes_low_ratings_weak_positives() -> None:
+    """Offset 3: a 1-3 star rating becomes a weak (floor) positive, 5 stars twice a 4."""
+    m = sp.csr_matrix(np.array([[1.0, 3.0, 4.0, 5.0]], dtype=np.float32))
+    w = Weighting.fit(WeightingConfig(scheme="none", offset=3.0, offset_floor=0.05), m)
+    np.testing.assert_allclose(w.transform(m).data, [0.05, 0.05, 1.0, 2.0], rtol=1e-6)
+    row = w.transform_row(np.arange(4), m.data)
+    np.testing.assert_allclose(row, [0.05, 0.05, 1.0, 2.0], rtol=1e-6)
+
+
+def test_recency_weighted_boosts_newest_and_sums_repeats() -> None:
+    events = [("x", 1.0), ("y", 1.0), ("x", 1.0), ("z", 2.0)]
+    assert recency_weighted(events) == {"x": 2.0, "y": 1.0, "z": 2.0}
+    w = recency_weighted(events, boost=4.0, half_life=1.0)
+    assert w["z"] == pytest.approx(2.0 * 5.0)  # newest: 1 + 4
+    assert w["y"] == pytest.approx(1.0 + 4.0 * 2.0**-2)
+    assert w["x"] == pytest.approx((1.0 + 4.0 * 2.0**-3) + (1.0 + 4.0 * 2.0**-1))
+
+
+def test_prior_is_off_by_default_and_blends_when_given(model: Model) -> None:
+    """Existing callers (no ``prior``) get exactly the old lists; a heavy prior pulls its item
+    into a fold-in list; a user with no history gets the prior's best unseen items."""
+    history = {"b1": 2.0, "b2": 1.0, "b5": 1.0}
+    plain = model.recommend("new-user", history, k=3)
+    zero = model.recommend("new-user", history, k=3, prior={"a7": 50.0}, prior_weight=0.0)
+    assert zero.ids == plain.ids
+    assert "a7" not in plain.ids
+    pulled = model.recommend("new-user", history, k=3, prior={"a7": 50.0}, prior_weight=5.0)
+    assert pulled.ids[0] == "a7" and pulled.source == SOURCE_FOLDIN
+    cold = model.recommend(None, None, k=2, prior={"a7": 5.0, "b9": 9.0, "a1": 1.0}, exclude=["b9"])
+    assert cold.source == SOURCE_TRENDING and cold.ids == ["a7", "a1"]
+    empty = model.recommend(None, None, k=2, prior={})
+    assert empty.source == SOURCE_POPULAR
+    with pytest.raises(InvalidArgumentError):
+        model.recommend(None, None, k=2, prior=np.ones(3))
