@@ -644,7 +644,7 @@ def run_demo(args: argparse.Namespace) -> int:
     s = demo.summary
     p = demo.probes
     figures: dict[str, Any] = {
-        "events": s.get("events", 0),
+        "events": s.get("events", demo.produced),
         "events_per_s": s.get("events_per_s"),
         "freshness_p50_ms": _round(p.pct(50)),
         "freshness_p99_ms": _round(p.pct(99)),
