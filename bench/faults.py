@@ -29,6 +29,7 @@ import contextlib
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -180,13 +181,15 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     users = sorted({e.user_id for e in suite.load.events})[:200]
     client = ClientLoop(f"127.0.0.1:{port}", users)
     producers: list[Producer] = []
+    watchdog: Watchdog | None = None
     try:
         for svc in services:
             svc.spawn()
         for svc in services:
             svc.wait_ready(180)
-        _rejoin_if_unassigned(sentiment)
         client.start()
+        watchdog = Watchdog(suite, names, events, sentiment)
+        watchdog.start()
         producers = [Producer(infra.bootstrap, names.events_topic, suite.load.events),
                      Producer(infra.bootstrap, names.feedback_topic, suite.load.feedback,
                               chunk=100)]  # fmt: skip
@@ -204,12 +207,19 @@ def run_case(suite: Suite, case: str) -> CaseResult:
         for svc in services:
             log(f"{svc.name} log tail:\n{svc.tail(1500)}")
     finally:
+        if watchdog is not None:
+            watchdog.stop_event.set()
+            watchdog.join(10)
+            result.counts["stall_restarts"] = dict(watchdog.restarts)
         client.stop_event.set()
         client.join(10)
         for p in producers:
             p.stop_event.set()
         exits = {svc.name: svc.terminate() for svc in services}
         result.counts["exit_codes_on_sigterm"] = exits
+    stalls = result.counts.get("stall_restarts", {})
+    result.check("no consumer stalled", not stalls,
+                 f"restarted after {STALL_S:.0f} s without progress: {stalls or 'none'}")
     if result.error is None:
         _verify(suite, case, result, names, client, producers)
         result.check("graceful shutdown", all(code == 0 for code in exits.values()),
@@ -218,18 +228,59 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     return result
 
 
-def _rejoin_if_unassigned(sentiment: Service, attempts: int = 3) -> None:
-    """Work around a start-up race of the sentiment consumer (reported to its owners): when
-    it joins its group before its client has the new topic's metadata, the assignor gives it
-    no partitions and it waits for the next metadata refresh (five minutes by default).
-    The symptom is logged; a clean restart then joins with the metadata in hand."""
-    for _ in range(attempts):
-        if sentiment.log_count("No partition metadata") == 0:
-            return
-        log("sentiment joined without the topic's metadata; restarting it (SIGTERM)")
-        sentiment.terminate()
-        sentiment.log_path.rename(sentiment.log_path.with_suffix(f".{sentiment.starts}.log"))
-        sentiment.start(180)
+STALL_S = 45.0
+
+
+class Watchdog(threading.Thread):
+    """Restarts a consumer that makes no progress for STALL_S while work is pending.
+
+    A stall is a liveness bug of the service (or its Kafka client), not a fault this suite
+    injects: it fails the case, but the restart lets the remaining checks still say whether
+    anything was lost.
+    """
+
+    def __init__(self, suite: Suite, names: StackNames, events: Service,
+                 sentiment: Service) -> None:  # fmt: skip
+        super().__init__(daemon=True, name="watchdog")
+        self.suite, self.names = suite, names
+        self.services = {"events": events, "sentiment": sentiment}
+        self.stop_event = threading.Event()
+        self.restarts: dict[str, int] = defaultdict(int)
+
+    def _progress(self) -> dict[str, tuple[int, int]]:
+        """(done, total) per consumer."""
+        from recsys.redis_io import make_redis
+
+        client = make_redis(self.suite.infra.redis_url)
+        try:
+            applied = applied_events(client, self.names.prefix)
+        finally:
+            client.close()
+        scored = _scored_count(self.suite.infra.bootstrap, self.names)
+        return {"events": (applied, len(self.suite.load.events)),
+                "sentiment": (scored, len(self.suite.load.feedback))}  # fmt: skip
+
+    def run(self) -> None:
+        last: dict[str, int] = {}
+        since: dict[str, float] = {}
+        while not self.stop_event.wait(1.0):
+            try:
+                progress = self._progress()
+            except Exception:
+                continue  # Redis or Kafka is down right now (a fault): not a stall
+            now = time.monotonic()
+            for name, (done, total) in progress.items():
+                if done != last.get(name) or done >= total:
+                    last[name], since[name] = done, now
+                elif now - since[name] > STALL_S:
+                    svc = self.services[name]
+                    log(f"{name} made no progress for {STALL_S:.0f} s at {done}/{total}; "
+                        f"restarting it")  # fmt: skip
+                    self.restarts[name] += 1
+                    svc.terminate(timeout_s=10)
+                    with contextlib.suppress(Exception):
+                        svc.start(180)
+                    since[name] = time.monotonic()
 
 
 def _inject(suite: Suite, case: str, result: CaseResult, names: StackNames, events: Service,
