@@ -215,10 +215,15 @@ class RedisFeatureStore:
     # --- scripts -------------------------------------------------------------------
     def load_scripts(self) -> None:
         """(Re)load every script; needed once per Redis server start (the cache is volatile)."""
-        pipe = self.client.pipeline(transaction=False)
-        for source in self._sources.values():
-            pipe.script_load(source)
-        shas = pipe.execute()
+        if getattr(self.client, "connection_pool", None) is None:
+            # A cluster client: its pipelines refuse SCRIPT LOAD, while a direct call is sent
+            # to every primary, which is what EVALSHA on any slot needs.
+            shas = [self.client.script_load(source) for source in self._sources.values()]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for source in self._sources.values():
+                pipe.script_load(source)
+            shas = pipe.execute()
         self.round_trips += 1
         self._sha = dict(
             zip(

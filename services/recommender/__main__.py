@@ -67,6 +67,10 @@ def open_store(settings: RecommenderSettings) -> Any:
     from recsys.store import KeySchema
     from services.recommender.store_reader import RecommenderRedisStore
 
+    if settings.redis_cluster:
+        from services.recommender.cluster_store import open_cluster_store
+
+        return open_cluster_store(settings.redis_url, settings.key_prefix, settings.redis_timeout_s)
     client = make_redis(settings.redis_url, check=False, timeout_s=settings.redis_timeout_s)
     return RecommenderRedisStore(client, KeySchema(settings.key_prefix))
 

@@ -84,6 +84,8 @@ class RecommenderSettings:
     trending_cache_s: float = 1.0
     trending_overfetch: int = 50
     redis_timeout_s: float = 0.25
+    # REDIS_URL names a Redis Cluster node; the per-user hash tags keep reads one round trip.
+    redis_cluster: bool = False
     redis_retry_s: float = 1.0
     startup_timeout_s: float = 60.0
     reload_interval_s: float = 5.0
@@ -135,6 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> RecommenderSettings:
         trending_cache_s=env_float(env, "TRENDING_CACHE_S", 1.0, minimum=0.0, maximum=3600.0),
         trending_overfetch=env_int(env, "TRENDING_OVERFETCH", 50, minimum=0, maximum=100_000),
         redis_timeout_s=env_float(env, "REDIS_TIMEOUT_S", 0.25, minimum=0.001, maximum=60.0),
+        redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
         redis_retry_s=env_float(env, "REDIS_RETRY_S", 1.0, minimum=0.0, maximum=600.0),
         startup_timeout_s=env_float(env, "STARTUP_TIMEOUT_S", 60.0, minimum=0.0),
         reload_interval_s=env_float(env, "RELOAD_INTERVAL_S", 5.0, minimum=0.0),

@@ -21,7 +21,6 @@ import grpc
 import pytest
 
 from recsys.demo_services import Service, start_service, wait_serving
-from recsys.errors import InfraError
 from recsys.events.v1 import events_pb2
 from recsys.infra.endpoints import KafkaEndpoint
 from recsys.infra.redis_cluster import RedisCluster
@@ -30,7 +29,6 @@ from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import KeySchema
 from services.recommender import __main__ as recommender_main
-from services.recommender.cluster_store import open_cluster_store
 from services.recommender.config import RecommenderSettings
 from services.recommender.model import ItemMeta, Model
 from services.recommender.training import TrainConfig, build_matrix, train
@@ -93,29 +91,20 @@ def events_on_cluster(kafka: KafkaEndpoint, cluster: RedisCluster, topic: str, g
     }
     service = start_service("events", ["services.events"], env, tmp_path)
     try:
-        try:
-            wait_serving(service, timeout_s=60)
-        except InfraError as exc:
-            if "script_load is blocked" in str(exc):
-                # RedisFeatureStore.load_scripts pipelines SCRIPT LOAD, which redis-py's
-                # cluster pipeline refuses; remove this once the store loads scripts with
-                # client.script_load (sent to every primary) in cluster mode.
-                pytest.xfail("events service cannot load its scripts on a Redis Cluster")
-            raise
+        wait_serving(service, timeout_s=60)
         yield service
     finally:
         service.stop()
 
 
 @pytest.fixture
-def recommender_on_cluster(cluster: RedisCluster, key_prefix: str, tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # fmt: skip
-    """The real recommender worker, its state reader on a cluster client."""
+def recommender_on_cluster(cluster: RedisCluster, key_prefix: str,
+                           tmp_path: Path) -> Iterator[Any]:  # fmt: skip
+    """The real recommender worker, configured with REDIS_CLUSTER, reading a cluster."""
     store = tmp_path / "models"
     clustered_model().save(store)
-    monkeypatch.setattr(recommender_main, "open_store", lambda s: open_cluster_store(
-        s.redis_url, s.key_prefix, s.redis_timeout_s))  # fmt: skip
     settings = replace(RecommenderSettings(), model_dir=str(store), redis_url=cluster.url,
+                       redis_cluster=True,
                        key_prefix=key_prefix, host="127.0.0.1", grpc_port=0, metrics_port=0,
                        workers=1, redis_timeout_s=1.0, startup_timeout_s=30.0,
                        reload_interval_s=0.0, grace_s=1.0)  # fmt: skip
