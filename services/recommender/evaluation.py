@@ -567,7 +567,7 @@ class RealtimeConfig:
 
     recency_boost: float = 20.0
     recency_half_life: float = 10.0
-    trending_half_life_s: float = 30 * 86400.0
+    trending_half_life_s: float = 7 * 86400.0
     prior_weight: float = 0.5
 
 

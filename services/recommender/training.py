@@ -130,14 +130,10 @@ def _index(
         return [str(v) for v in uniq], inverse.astype(np.int64)
     ids = [str(v) for v in fixed]
     pos = {v: i for i, v in enumerate(ids)}
-    # Look each *distinct* id up once (MovieLens: 100k events, 1.7k items): the per-event
-    # dict lookups were a visible share of `recsys train` on ML-100K.
-    uniq, inverse = np.unique(values.astype(str), return_inverse=True)
     try:
-        uniq_rows = np.fromiter((pos[str(v)] for v in uniq), dtype=np.int64, count=len(uniq))
+        rows = np.fromiter((pos[str(v)] for v in values), dtype=np.int64, count=len(values))
     except KeyError as exc:
         raise DataError(f"{what} {exc.args[0]!r} is not in the given {what} ids") from None
-    rows = uniq_rows[inverse.ravel()]
     return ids, rows
 
 
