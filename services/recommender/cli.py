@@ -69,7 +69,8 @@ def _add_train(sub: Any) -> None:
         "train",
         help="fit ALS on a data set or on the Redis interaction features; publish a model",
         description="Build the user-item matrix, fit implicit ALS and publish a versioned "
-        "model atomically into the model store (MODEL_STORE, default ./models).",
+        "model atomically into the model store (RECSYS_MODEL_DIR, else MODEL_STORE, "
+        "default ./models): the directory the recommender watches.",
     )
     p.add_argument("--source", choices=("dataset", "csv", "redis"), default="dataset")
     p.add_argument("--dataset", default="ml-100k", help="data set name for --source dataset")
@@ -81,7 +82,13 @@ def _add_train(sub: Any) -> None:
         default=None,
         help="data set whose item metadata (genres) to attach, e.g. ml-100k (redis/csv sources)",
     )
-    p.add_argument("--store", default=os.environ.get("MODEL_STORE", "models"))
+    p.add_argument(
+        "--model-dir",
+        "--store",
+        dest="store",
+        default=os.environ.get("RECSYS_MODEL_DIR") or os.environ.get("MODEL_STORE", "models"),
+        help="model store to publish into (the recommender's RECSYS_MODEL_DIR)",
+    )
     p.add_argument("--no-publish-current", action="store_true", help="do not move LATEST")
     p.add_argument("--keep", type=int, default=5, help="versions to keep in the store")
     p.add_argument("--no-progress", action="store_true")
