@@ -33,7 +33,7 @@ HISTORY_MODES = ("max", "sum", "none")
 
 
 def default_model_dir(env: Mapping[str, str] | None = None) -> str:
-    """``MODEL_STORE`` (where ``recsys train`` publishes without RECSYS_MODEL_DIR), else ``models``."""
+    """``MODEL_STORE`` (where ``recsys train`` publishes by default), else ``models``."""
     env = os.environ if env is None else env
     return env.get("MODEL_STORE", "").strip() or "models"
 
