@@ -1,5 +1,6 @@
 """``make bench``: every system benchmark in turn, their headline JSON lines in one.
 
+The system charts come from ``bench.system`` (docs/img/system_*.png).
 Each benchmark runs as its own process (``python -m bench.<name>``, ``--quick`` unless
 ``--full``), so one failing does not stop the others; its last stdout line is its JSON
 headline. The soak also draws its memory chart into ``docs/img/soak_memory.png`` and
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
 
 BENCHMARKS: dict[str, list[str]] = {
+    "system": [],
     "events_throughput": ["--brokers", "apache"],
     "recommend_load": [],
     "freshness": [],

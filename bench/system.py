@@ -93,7 +93,20 @@ def _ghz_latencies(ghz: str, target: str, user: str, concurrency: int,
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     report = json.loads(done.stdout)
     lat = [d["latency"] / 1e6 for d in report.get("details") or [] if d.get("status") == "OK"]
-    return lat, float(report["rps"]), dict(report.get("statusCodeDistribution") or {})
+    codes = dict(report.get("statusCodeDistribution") or {})
+    # ghz ends a run by closing its connections: the calls in flight then fail
+    # "transport is closing" (at most -c of them); they are not answers of the server.
+    cut = sum(n for msg, n in (report.get("errorDistribution") or {}).items()
+              if "closing" in msg or "canceled" in msg)  # fmt: skip
+    for code in ("Unavailable", "Canceled"):
+        take = min(codes.get(code, 0), cut)
+        if take:
+            codes[code] -= take
+            cut -= take
+            codes["cut_at_end"] = codes.get("cut_at_end", 0) + take
+            if not codes[code]:
+                del codes[code]
+    return lat, float(report["rps"]), codes
 
 
 def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
@@ -173,6 +186,7 @@ def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests (ghz -c)")
     ax.set_ylabel("Recommend requests/s")
+    ax.set_ylim(bottom=0)
     ax.set_title("Throughput against concurrency (click stream on)")
     ax.grid(alpha=0.3)
     out["throughput_chart"] = _save(fig, "system_throughput.png")
@@ -352,6 +366,7 @@ def part_scaling(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     ax.set_xticks(list(rates))
     ax.set_xlabel("events-service processes in one consumer group (4 partitions)")
     ax.set_ylabel("events/s applied")
+    ax.set_ylim(bottom=0)
     ax.set_title("Events throughput against consumer processes")
     ax.grid(alpha=0.3)
     return {"events": total, "events_per_s": {str(k): round(r, 1) for k, r in rates.items()},
