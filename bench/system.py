@@ -106,6 +106,9 @@ def _ghz_latencies(ghz: str, target: str, user: str, concurrency: int,
             codes["cut_at_end"] = codes.get("cut_at_end", 0) + take
             if not codes[code]:
                 del codes[code]
+    detail = report.get("errorDistribution") or {}
+    if detail:
+        log(f"ghz errors (c={concurrency}): {dict(list(detail.items())[:3])}")
     return lat, float(report["rps"]), codes
 
 
