@@ -10,7 +10,7 @@ EXTRAS ?= dev,sentiment,bench
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration lint typecheck protos protos-check \
-        deploy-check bench faults data clean
+        deploy-check bench faults soak data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,18 +41,25 @@ protos-check: setup
 test-unit: setup
 	$(VENV)/bin/pytest tests/unit -m "not slow"
 
-test-integration: setup
+test-integration: setup data
 	$(VENV)/bin/pytest tests/integration -m "integration and not slow"
 
 # The command the README and CI use.
-test: setup protos-check lint typecheck
+test: setup data protos-check lint typecheck
 	$(VENV)/bin/pytest tests -m "not slow"
 
 deploy-check: setup
 	$(PY) -m deploy.check
 
 bench: setup data
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# Fault injection on real Apache Kafka + Redis; FAULTS_ARGS=--quick is the CI size.
+faults: setup data
+	$(PY) -m bench.faults $(FAULTS_ARGS)
+
+soak: setup data
+	$(PY) -m bench.soak --minutes 10 --plot docs/img/soak_memory.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
