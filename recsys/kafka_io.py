@@ -186,3 +186,138 @@ def ensure_topics(
             time.sleep(0.1)
     finally:
         admin.close()
+
+
+def wait_for_partitions(
+    consumer: Any,
+    topic: str,
+    timeout_s: float | None = None,
+    stop: Any = None,
+    poll_s: float = 0.2,
+) -> bool:
+    """Block until ``consumer``'s own metadata shows leaders for every partition of ``topic``.
+
+    It must be the consumer that is about to subscribe: a group leader whose
+    metadata lacks the topic at join time logs "No partition metadata for
+    topic" and assigns nothing until its next metadata refresh, even when the
+    cluster (as :func:`ensure_topics` checks it) already has the leaders.
+    Returns False when ``stop`` (a ``threading.Event``) is set or ``timeout_s``
+    passes first.
+    """
+    import time
+
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while stop is None or not stop.is_set():
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+        except KafkaError:
+            partitions = None
+        if partitions:
+            cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+            leaders = (
+                [cluster.leader_for_partition(TopicPartition(topic, p)) for p in partitions]
+                if cluster is not None
+                else []
+            )
+            if all(leader is not None and leader >= 0 for leader in leaders):
+                return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if stop is not None:
+            stop.wait(poll_s)
+        else:
+            time.sleep(poll_s)
+    return False
+
+
+def group_joined(consumer: Any) -> bool:
+    """True when ``consumer`` knows its coordinator and has no rejoin pending.
+
+    A member that is joined but owns nothing (more members than partitions) is
+    healthy; one stuck half-way through a join is not. Reads kafka-python's
+    coordinator defensively: anything unexpected counts as joined, so a probe
+    never triggers a restart on its own.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return True
+    try:
+        if coordinator.coordinator_unknown():
+            return False
+        return not coordinator.need_rejoin()
+    except Exception:
+        return True
+
+
+class ProgressWatchdog:
+    """Decides when a consumer looks stuck and should be closed and rebuilt.
+
+    Two stalls seen with kafka-python 3.0: a group (re)join that never
+    completes, and a member that owns partitions with lag but receives
+    nothing. Both heal when the client is recreated; uncommitted work is
+    replayed, which the callers tolerate. ``check`` is pure: the caller feeds
+    it what it observed and acts on the reason it returns.
+    """
+
+    def __init__(self, stall_s: float, now: float) -> None:
+        self.stall_s = stall_s
+        self.reset(now)
+
+    def reset(self, now: float) -> None:
+        self._last_ok = now
+
+    def progressed(self, now: float) -> None:
+        self._last_ok = now
+
+    def due(self, now: float) -> bool:
+        """True once ``stall_s`` passed without progress: time to probe (possibly costly)."""
+        return self.stall_s > 0 and now - self._last_ok >= self.stall_s
+
+    def check(self, now: float, *, joined: bool, lagging: bool | None) -> str | None:
+        """The stall reason when stuck for ``stall_s``, else None.
+
+        ``joined``: membership complete; ``lagging``: assigned partitions have
+        unread records (None: not assigned / not asked). A healthy state resets
+        the clock; a stuck one only counts time.
+        """
+        if self.stall_s <= 0:
+            return None
+        if joined and not lagging:
+            self._last_ok = now
+            return None
+        if now - self._last_ok < self.stall_s:
+            return None
+        return "join" if not joined else "no_progress"
+
+
+def assigned_lag(consumer: Any, timeout_ms: int = 2000) -> bool:
+    """True when some assigned, unpaused partition has records past the consumer's position.
+
+    Makes one ListOffsets request (and a position lookup per partition), so
+    only call it when a stall is suspected. A position that cannot be learnt
+    while end offsets can counts as lag: the client is not making progress.
+    """
+    from kafka.errors import KafkaError
+
+    paused = set(consumer.paused())
+    assignment = [tp for tp in consumer.assignment() if tp not in paused]
+    if not assignment:
+        return False
+    try:
+        ends = consumer.end_offsets(assignment, timeout_ms=timeout_ms)
+    except KafkaError:
+        return False  # the broker is unreachable: a dependency outage, not a stall
+    for tp in assignment:
+        end = ends.get(tp)
+        if not end:
+            continue
+        try:
+            position = consumer.position(tp, timeout_ms=timeout_ms)
+        except KafkaError:
+            return True
+        if position is None or position < end:
+            return True
+    return False

@@ -61,6 +61,7 @@ def run(settings: EventsSettings, stop: threading.Event) -> int:
                "group_id": settings.group_id},
     )  # fmt: skip
     consumer = producer = store = None
+    loop: EventsConsumer | None = None
     try:
         check_reachable(settings.bootstrap)
         if settings.create_topics:
@@ -70,19 +71,28 @@ def run(settings: EventsSettings, stop: threading.Event) -> int:
             )
         store = make_store(settings)
         producer = make_producer(settings.bootstrap, client_id="recsys-events-dlq")
-        consumer = make_consumer(
-            settings.bootstrap, settings.group_id, **settings.consumer_overrides()
+
+        def new_consumer() -> Any:
+            return make_consumer(
+                settings.bootstrap, settings.group_id, **settings.consumer_overrides()
+            )
+
+        consumer = new_consumer()
+        loop = EventsConsumer(
+            settings, consumer, producer, store, health, consumer_factory=new_consumer
         )
-        loop = EventsConsumer(settings, consumer, producer, store, health)
         loop.run(stop)
         log.info(
             "events service stopped",
             extra={"batches": loop.batches, "applied": loop.applied,
-                   "duplicates": loop.duplicates, "dead_lettered": loop.dead_lettered},
+                   "duplicates": loop.duplicates, "dead_lettered": loop.dead_lettered,
+                   "consumer_restarts": loop.restarts},
         )  # fmt: skip
         return 0
     finally:
         health.shutdown()
+        if loop is not None:
+            consumer = loop.consumer  # the watchdog may have replaced the first one
         if consumer is not None:
             consumer.close(autocommit=False)
         if producer is not None:

@@ -99,6 +99,12 @@ class EventsSettings:
     max_poll_interval_ms: int = 0
     session_timeout_ms: int = 0
     heartbeat_interval_ms: int = 0
+    # How often the consumer refreshes metadata even when nothing failed: short, so a
+    # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
+    metadata_max_age_ms: int = 5000
+    # Close and rebuild the Kafka consumer after this long stuck in a group join, or
+    # assigned with lag but receiving nothing (0 disables); see docs/faults.md.
+    stall_timeout_s: float = 20.0
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
 
@@ -106,6 +112,7 @@ class EventsSettings:
         overrides: dict[str, Any] = {
             "max_poll_records": self.max_poll_records,
             "client_id": "recsys-events",
+            "metadata_max_age_ms": self.metadata_max_age_ms,
         }
         for key in ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms"):
             value = getattr(self, key)
@@ -171,6 +178,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         max_poll_interval_ms=env_int(env, "KAFKA_MAX_POLL_INTERVAL_MS", 0, minimum=0),
         session_timeout_ms=env_int(env, "KAFKA_SESSION_TIMEOUT_MS", 0, minimum=0),
         heartbeat_interval_ms=env_int(env, "KAFKA_HEARTBEAT_INTERVAL_MS", 0, minimum=0),
+        metadata_max_age_ms=env_int(
+            env, "KAFKA_METADATA_MAX_AGE_MS", 5000, minimum=500, maximum=3_600_000
+        ),
+        stall_timeout_s=env_float(env, "EVENTS_STALL_TIMEOUT_S", 20.0, minimum=0.0),
         validation=validation,
         store=store,
     )

@@ -25,7 +25,13 @@ from kafka.structs import OffsetAndMetadata
 from redis.exceptions import RedisError
 
 from recsys.health import HealthState
-from recsys.kafka_io import REASON_HEADER
+from recsys.kafka_io import (
+    REASON_HEADER,
+    ProgressWatchdog,
+    assigned_lag,
+    group_joined,
+    wait_for_partitions,
+)
 from recsys.store import ApplyResult, FeatureEvent, FeatureStore, PendingApply
 from services.events import metrics
 from services.events.config import EventsSettings
@@ -66,9 +72,14 @@ class EventsConsumer:
         store: FeatureStore,
         health: HealthState | None = None,
         clock: Callable[[], float] = time.time,
+        consumer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
+        # Rebuilds the consumer when the watchdog finds it stuck; None: never rebuilt.
+        self.consumer_factory = consumer_factory
+        self.watchdog = ProgressWatchdog(settings.stall_timeout_s, time.monotonic())
+        self.restarts = 0
         self.producer = producer
         self.store = store
         self.health = health
@@ -91,14 +102,20 @@ class EventsConsumer:
         self.consumer.subscribe([self.settings.topic], listener=_Listener(self))
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what we applied from partitions we are losing, so the next owner skips it."""
+        """Commit what we applied from partitions we are losing, so the next owner skips it.
+
+        kafka-python 3 runs listeners on its IO thread, where a blocking
+        ``commit()`` raises ("Cannot block on net.run() from the IO thread") and
+        fails the whole rejoin; so the commit is sent without waiting. If it is
+        lost, the next owner replays and the store dedups.
+        """
         offsets = {tp: self._pending[tp] for tp in revoked if tp in self._pending}
         if offsets:
             try:
-                self.consumer.commit(
+                self.consumer.commit_async(
                     {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
                 )
-            except KafkaError as exc:  # the next owner replays; the store dedups
+            except (KafkaError, RuntimeError) as exc:  # the next owner replays; the store dedups
                 log.warning("commit on revoke failed", extra={"error": str(exc)})
         for tp in revoked:
             self._pending.pop(tp, None)
@@ -152,11 +169,8 @@ class EventsConsumer:
         """
         delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
         while not stop.is_set():
-            try:
-                if self.consumer.partitions_for_topic(self.settings.topic):
-                    return True
-            except KafkaError as exc:
-                log.warning("topic metadata unavailable", extra={"error": str(exc)})
+            if wait_for_partitions(self.consumer, self.settings.topic, timeout_s=0, stop=stop):
+                return True
             log.info("waiting for topic", extra={"topic": self.settings.topic})
             stop.wait(next(delays))
         return False
@@ -165,16 +179,66 @@ class EventsConsumer:
         if not self.wait_for_topic(stop):
             return
         self.subscribe()
+        self.watchdog.reset(time.monotonic())
         self.check_dependencies()
         try:
             while not stop.is_set():
-                self.step(stop)
+                if self.step(stop):
+                    self.watchdog.progressed(time.monotonic())
                 now = time.monotonic()
                 if now - self._last_check >= self.settings.health_check_interval_s:
                     self._last_check = now
                     self.check_dependencies()
+                    self.check_stall(stop)
         finally:
             self.finish(stop)  # the batch in Redis: committed if it succeeded, else abandoned
+
+    def check_stall(self, stop: threading.Event) -> str | None:
+        """Rebuild the consumer when it is stuck joining, or assigned with lag yet fed nothing.
+
+        Backing off on a failing dependency (partitions paused) is not a stall.
+        Returns the reason when it rebuilt the consumer.
+        """
+        now = time.monotonic()
+        if self.consumer_factory is None or self._paused or not self.watchdog.due(now):
+            return None
+        joined = group_joined(self.consumer)
+        lagging = assigned_lag(self.consumer) if joined else None
+        reason = self.watchdog.check(time.monotonic(), joined=joined, lagging=lagging)
+        if reason is not None:
+            self.restart_consumer(reason, stop)
+        return reason
+
+    def restart_consumer(self, reason: str, stop: threading.Event) -> None:
+        """Close the consumer and subscribe a fresh one; uncommitted work is replayed."""
+        assert self.consumer_factory is not None
+        metrics.CONSUMER_RESTARTS.labels(reason).inc()
+        self.restarts += 1
+        log.warning(
+            "consumer stalled; recreating it",
+            extra={"reason": reason, "stall_s": self.settings.stall_timeout_s},
+        )
+        self.finish(stop)
+        self._pending.clear()
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # a broken client may fail to close; it is dropped anyway
+            log.warning("closing the stalled consumer failed", extra={"error": str(exc)})
+        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
+        while not stop.is_set():
+            try:
+                self.consumer = self.consumer_factory()
+                break
+            except KafkaError as exc:
+                self._set(kafka_ok=False)
+                log.warning("recreating the consumer failed", extra={"error": str(exc)})
+                stop.wait(next(delays))
+        else:
+            return
+        self._paused = False
+        if self.wait_for_topic(stop):
+            self.subscribe()
+        self.watchdog.reset(time.monotonic())
 
     @property
     def in_flight(self) -> bool:

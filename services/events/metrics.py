@@ -46,3 +46,8 @@ REDIS_ROUND_TRIPS = Counter(
     "recsys_events_redis_round_trips_total",
     "Redis network round trips made to apply batches.",
 )
+CONSUMER_RESTARTS = Counter(
+    "recsys_events_consumer_restarts_total",
+    "Kafka consumers closed and rebuilt by the stall watchdog, by reason (join, no_progress).",
+    ["reason"],
+)

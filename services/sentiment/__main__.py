@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
@@ -76,6 +77,7 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
         extra={"grpc_port": grpc_port, "metrics_port": metrics_port, "topic": settings.topic},
     )
     backend = consumer = producer = store = None
+    loop: SentimentConsumer | None = None
     try:
         backend = make_backend(settings)
         check_reachable(settings.bootstrap)
@@ -90,10 +92,16 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
             )
         store = open_store(settings.redis_url, prefix=settings.key_prefix)
         producer = make_producer(settings.bootstrap, client_id="recsys-sentiment")
-        consumer = make_consumer(
-            settings.bootstrap, settings.group_id, **settings.consumer_overrides()
+
+        def new_consumer() -> Any:
+            return make_consumer(
+                settings.bootstrap, settings.group_id, **settings.consumer_overrides()
+            )
+
+        consumer = new_consumer()
+        loop = SentimentConsumer(
+            settings, consumer, producer, store, backend, health, consumer_factory=new_consumer
         )
-        loop = SentimentConsumer(settings, consumer, producer, store, backend, health)
         loop.run(stop)
         log.info(
             "sentiment consumer stopped",
@@ -102,11 +110,14 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
                 "scored": loop.scored,
                 "suppressed": loop.suppressed,
                 "dead_lettered": loop.dead_lettered,
+                "consumer_restarts": loop.restarts,
             },
         )
         return 0
     finally:
         health.shutdown()
+        if loop is not None:
+            consumer = loop.consumer  # the watchdog may have replaced the first one
         if consumer is not None:
             consumer.close(autocommit=False)
         if producer is not None:

@@ -75,6 +75,12 @@ class SentimentSettings:
     max_poll_interval_ms: int = 0
     session_timeout_ms: int = 0
     heartbeat_interval_ms: int = 0
+    # How often the consumer refreshes metadata even when nothing failed: short, so a
+    # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
+    metadata_max_age_ms: int = 5000
+    # Close and rebuild the Kafka consumer after this long stuck in a group join, or
+    # assigned with lag but receiving nothing (0 disables); see docs/faults.md.
+    stall_timeout_s: float = 20.0
     # --- Redis features ----------------------------------------------------------------
     redis_url: str = DEFAULT_REDIS_URL
     key_prefix: str = "rs"
@@ -89,6 +95,7 @@ class SentimentSettings:
         overrides: dict[str, Any] = {
             "max_poll_records": self.max_poll_records,
             "client_id": "recsys-sentiment",
+            "metadata_max_age_ms": self.metadata_max_age_ms,
         }
         for key in ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms"):
             value = getattr(self, key)
@@ -155,6 +162,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
         max_poll_interval_ms=env_int(env, "KAFKA_MAX_POLL_INTERVAL_MS", 0, minimum=0),
         session_timeout_ms=env_int(env, "KAFKA_SESSION_TIMEOUT_MS", 0, minimum=0),
         heartbeat_interval_ms=env_int(env, "KAFKA_HEARTBEAT_INTERVAL_MS", 0, minimum=0),
+        metadata_max_age_ms=env_int(
+            env, "KAFKA_METADATA_MAX_AGE_MS", 5000, minimum=500, maximum=3_600_000
+        ),
+        stall_timeout_s=env_float(env, "SENTIMENT_STALL_TIMEOUT_S", 20.0, minimum=0.0),
         redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
         half_life_s=env_float(env, "SENTIMENT_HALF_LIFE_S", 14 * 86400.0, minimum=1.0),

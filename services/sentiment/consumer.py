@@ -33,7 +33,16 @@ from redis.exceptions import RedisError
 from recsys.errors import RecsysError
 from recsys.feedback.v1 import feedback_pb2
 from recsys.health import HealthState
-from recsys.kafka_io import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, REASON_HEADER, encode
+from recsys.kafka_io import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_PROTOBUF,
+    REASON_HEADER,
+    ProgressWatchdog,
+    assigned_lag,
+    encode,
+    group_joined,
+    wait_for_partitions,
+)
 from recsys.store import FeatureStore
 from services.sentiment import metrics
 from services.sentiment.config import SentimentSettings
@@ -53,6 +62,7 @@ from services.sentiment.core import (
 
 log = logging.getLogger("services.sentiment.consumer")
 T = TypeVar("T")
+STALL_CHECK_INTERVAL_S = 5.0
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -93,9 +103,14 @@ class SentimentConsumer:
         predictor: Predictor,
         health: HealthState | None = None,
         clock: Callable[[], float] = time.time,
+        consumer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
+        # Rebuilds the consumer when the watchdog finds it stuck; None: never rebuilt.
+        self.consumer_factory = consumer_factory
+        self.watchdog = ProgressWatchdog(settings.stall_timeout_s, time.monotonic())
+        self.restarts = 0
         self.producer = producer
         self.store = store
         self.predictor = predictor
@@ -117,13 +132,18 @@ class SentimentConsumer:
         self.consumer.subscribe([self.settings.topic], listener=_Listener(self))
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what we handled from partitions we are losing, without waiting.
+
+        kafka-python 3 runs listeners on its IO thread, where a blocking
+        ``commit()`` raises and fails the whole rejoin.
+        """
         offsets = {tp: self._pending[tp] for tp in revoked if tp in self._pending}
         if offsets:
             try:
-                self.consumer.commit(
+                self.consumer.commit_async(
                     {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
                 )
-            except KafkaError as exc:  # the next owner replays the batch
+            except (KafkaError, RuntimeError) as exc:  # the next owner replays the batch
                 log.warning("commit on revoke failed", extra={"error": str(exc)})
         for tp in revoked:
             self._pending.pop(tp, None)
@@ -144,11 +164,31 @@ class SentimentConsumer:
             log.info("health changed", extra={"serving": healthy, "dependency": dependency})
 
     # --- the loop ---------------------------------------------------------------------
+    def wait_for_topic(self, stop: threading.Event) -> bool:
+        """Block until this consumer's metadata has the topic's partition leaders.
+
+        Subscribing earlier lets the group leader log "No partition metadata
+        for topic" and assign nothing until its next metadata refresh.
+        """
+        while not stop.is_set():
+            if wait_for_partitions(self.consumer, self.settings.topic, timeout_s=10.0, stop=stop):
+                return True
+            log.info("waiting for topic", extra={"topic": self.settings.topic})
+        return False
+
     def run(self, stop: threading.Event) -> None:
+        if not self.wait_for_topic(stop):
+            return
         self.subscribe()
+        self.watchdog.reset(time.monotonic())
+        last_check = time.monotonic()
         if self.health is not None:
             self.health.set_serving(all(self._ok.values()))
         while not stop.is_set():
+            now = time.monotonic()
+            if now - last_check >= STALL_CHECK_INTERVAL_S:
+                last_check = now
+                self.check_stall(stop)
             try:
                 polled = self.consumer.poll(
                     timeout_ms=self.settings.poll_timeout_ms,
@@ -162,7 +202,45 @@ class SentimentConsumer:
                 continue
             records = [r for batch in polled.values() for r in batch]
             if records:
+                self.watchdog.progressed(time.monotonic())
                 self.process(records, stop)
+
+    def check_stall(self, stop: threading.Event) -> str | None:
+        """Rebuild the consumer when stuck joining, or assigned with lag yet fed nothing."""
+        now = time.monotonic()
+        if self.consumer_factory is None or self._paused or not self.watchdog.due(now):
+            return None
+        joined = group_joined(self.consumer)
+        lagging = assigned_lag(self.consumer) if joined else None
+        reason = self.watchdog.check(time.monotonic(), joined=joined, lagging=lagging)
+        if reason is None:
+            return None
+        metrics.CONSUMER_RESTARTS.labels(reason).inc()
+        self.restarts += 1
+        log.warning(
+            "consumer stalled; recreating it",
+            extra={"reason": reason, "stall_s": self.settings.stall_timeout_s},
+        )
+        self._pending.clear()  # uncommitted: replayed by the new member
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # a broken client may fail to close; it is dropped anyway
+            log.warning("closing the stalled consumer failed", extra={"error": str(exc)})
+        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
+        while not stop.is_set():
+            try:
+                self.consumer = self.consumer_factory()
+            except KafkaError as exc:
+                self._set("kafka", False)
+                log.warning("recreating the consumer failed", extra={"error": str(exc)})
+                stop.wait(next(delays))
+                continue
+            self._paused = False
+            if self.wait_for_topic(stop):
+                self.subscribe()
+            break
+        self.watchdog.reset(time.monotonic())
+        return reason
 
     def process(self, records: list[RawRecord], stop: threading.Event) -> bool:
         """Handle one polled batch; True when its offsets were committed."""

@@ -47,3 +47,8 @@ DEGRADED = Gauge(
     "recsys_sentiment_degraded",
     "1 while Redis, Kafka or the model backend is failing and the consumer is backing off.",
 )
+CONSUMER_RESTARTS = Counter(
+    "recsys_sentiment_consumer_restarts_total",
+    "Kafka consumers closed and rebuilt by the stall watchdog, by reason (join, no_progress).",
+    ["reason"],
+)

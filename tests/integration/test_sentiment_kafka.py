@@ -137,7 +137,7 @@ def run_loop(
     consumer = make_consumer(
         kafka.bootstrap,
         group_id,
-        **kafka.consumer_config(**settings.consumer_overrides(), metadata_max_age_ms=1000),
+        **kafka.consumer_config(**{**settings.consumer_overrides(), "metadata_max_age_ms": 1000}),
     )
     loop = SentimentConsumer(settings, consumer, producer, store, backend)
     stop = threading.Event()
