@@ -202,8 +202,9 @@ class SentimentConsumer:
                 continue
             records = [r for batch in polled.values() for r in batch]
             if records:
-                self.watchdog.progressed(time.monotonic())
                 self.process(records, stop)
+                # After the batch, not at the poll: a slow model call is not a stall.
+                self.watchdog.progressed(time.monotonic())
 
     def check_stall(self, stop: threading.Event) -> str | None:
         """Rebuild the consumer when stuck joining, or assigned with lag yet fed nothing."""

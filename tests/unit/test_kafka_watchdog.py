@@ -183,3 +183,25 @@ def test_events_watchdog_leaves_a_caught_up_idle_member_alone() -> None:
     loop.watchdog.reset(0.0)
     assert loop.check_stall(threading.Event()) is None
     assert loop.consumer is idle and not idle.closed
+
+
+def test_sentiment_watchdog_rebuilds_a_consumer_stuck_joining() -> None:
+    from services.sentiment.consumer import SentimentConsumer
+
+    stuck = FakeConsumer(coordinator=_Coordinator(unknown=True))
+    fresh = FakeConsumer()
+    settings = load_sentiment_settings({"SENTIMENT_STALL_TIMEOUT_S": "0.01"})
+    loop = SentimentConsumer(
+        settings,
+        stuck,
+        None,
+        _NoStore(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        consumer_factory=lambda: fresh,
+    )
+    loop.watchdog.reset(0.0)
+    assert loop.check_stall(threading.Event()) == "join"
+    assert stuck.closed and loop.consumer is fresh and fresh.subscribed == [settings.topic]
+    loop._pending[TP0] = 3
+    loop.on_revoked([TP0])  # must not block (or raise) on kafka-python's IO thread
+    assert fresh.async_commits and not loop._pending
