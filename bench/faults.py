@@ -175,6 +175,9 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     make_topics(infra, names)
     events = events_service(infra, names, log_dir)
     sentiment = sentiment_service(infra, names, log_dir, suite.sentiment_model)
+    # Small micro-batches: the quick workload is otherwise scored in well under a second,
+    # so the sentiment kill would land after the stream instead of in the middle of it.
+    sentiment.env["SENTIMENT_MAX_POLL_RECORDS"] = "8"
     port = free_port()
     rec = recommender_service(infra, names, log_dir, suite.recommender_model, port)
     services = [events, sentiment, rec]
