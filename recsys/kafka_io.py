@@ -9,9 +9,12 @@ protobuf, the compact default). Decoding never raises anything but
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtoDecodeError
@@ -33,6 +36,7 @@ TOPIC_FEEDBACK_SCORED = "recsys.feedback.scored.v1"
 TOPIC_FEEDBACK_DLQ = "recsys.feedback.dlq.v1"
 
 M = TypeVar("M", bound=Message)
+_log = logging.getLogger("recsys.kafka_io")
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -149,8 +153,6 @@ def ensure_topics(
     metadata: a consumer that subscribes right after creation otherwise can join
     its group with no partitions assigned and wait a whole rebalance.
     """
-    import time
-
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -204,8 +206,6 @@ def wait_for_partitions(
     Returns False when ``stop`` (a ``threading.Event``) is set or ``timeout_s``
     passes first.
     """
-    import time
-
     from kafka import TopicPartition
     from kafka.errors import KafkaError
 
@@ -321,3 +321,160 @@ def assigned_lag(consumer: Any, timeout_ms: int = 2000) -> bool:
         if position is None or position < end:
             return True
     return False
+
+
+# --- consumer-group mechanics shared by the services' consume loops ---------------------
+# The events and sentiment consumers differ in what they do with a batch; how they stay in
+# their group while backing off, commit, and dead-letter is the same and lives here.
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record went to the dead-letter topic: a metric label and a human detail."""
+
+    code: str
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class RawRecord(Protocol):
+    """The fields of a kafka-python ConsumerRecord the services' pure cores read."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+
+
+def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
+    """Exponential back-off, doubling up to ``max_s``, forever."""
+    delay = initial_s
+    while True:
+        yield delay
+        delay = min(delay * 2.0, max_s)
+
+
+def dead_letter_headers(record: RawRecord, rejection: Rejection) -> list[tuple[str, bytes]]:
+    """The original headers plus the reason and where the record came from."""
+    headers = [(k, v) for k, v in (record.headers or ()) if v is not None and k != REASON_HEADER]
+    headers += [
+        (REASON_HEADER, rejection.reason.encode("utf-8")),
+        ("x-dead-letter-code", rejection.code.encode("ascii")),
+        ("x-original-topic", record.topic.encode("utf-8")),
+        ("x-original-partition", str(record.partition).encode("ascii")),
+        ("x-original-offset", str(record.offset).encode("ascii")),
+    ]
+    return headers
+
+
+class RebalanceOwner(Protocol):
+    def on_revoked(self, revoked: list[Any]) -> None: ...
+    def on_assigned(self, assigned: list[Any]) -> None: ...
+
+
+def rebalance_listener(owner: RebalanceOwner) -> Any:
+    """A kafka-python rebalance listener forwarding to ``owner`` (which must not block)."""
+    from kafka import ConsumerRebalanceListener
+
+    class _Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+            owner.on_revoked(list(revoked))
+
+        def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+            owner.on_assigned(list(assigned))
+
+    return _Listener()
+
+
+def commit_on_revoke(consumer: Any, pending: dict[Any, int], revoked: Iterable[Any]) -> None:
+    """Commit what was handled from partitions being lost, without waiting; forget them.
+
+    kafka-python 3 runs listeners on its IO thread, where a blocking ``commit()``
+    raises ("Cannot block on net.run() from the IO thread") and fails the whole
+    rejoin; so the commit is sent without waiting. If it is lost, the next owner
+    replays, which the services' idempotent writes turn into a no-op.
+    """
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+    revoked = list(revoked)
+    offsets = {tp: pending[tp] for tp in revoked if tp in pending}
+    if offsets:
+        try:
+            consumer.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except (KafkaError, RuntimeError) as exc:
+            _log.warning("commit on revoke failed", extra={"error": str(exc)})
+    for tp in revoked:
+        pending.pop(tp, None)
+
+
+def pause_assignment(consumer: Any) -> None:
+    assignment = list(consumer.assignment())
+    if assignment:
+        consumer.pause(*assignment)
+
+
+def resume_assignment(consumer: Any) -> None:
+    assignment = list(consumer.assignment())
+    if assignment:
+        consumer.resume(*assignment)
+
+
+def poll_while_paused(consumer: Any, delay_s: float, stop: Any) -> bool:
+    """Keep polling (so the group keeps us) for ``delay_s``; False when ``stop`` is set.
+
+    The partitions are paused, but a poll may still return records fetched
+    earlier: seek back over them so nothing is skipped.
+    """
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + delay_s
+    while not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        try:
+            polled = consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
+        except KafkaError:
+            stop.wait(min(remaining, 0.5))
+            continue
+        for tp, batch in polled.items():
+            if batch:
+                consumer.seek(tp, batch[0].offset)
+    return False
+
+
+def commit_pending(consumer: Any, pending: dict[Any, int]) -> bool:
+    """Commit ``pending`` offsets of still-assigned partitions and clear them.
+
+    Returns False when the group rebalanced (or is rebalancing: a retry cannot
+    succeed until poll() rejoins): the new owner replays from the last committed
+    offset. Any other KafkaError propagates, for the caller to back off and retry.
+    """
+    from kafka.errors import CommitFailedError, RebalanceInProgressError
+    from kafka.structs import OffsetAndMetadata
+
+    assignment = consumer.assignment()
+    offsets = {
+        tp: OffsetAndMetadata(offset, "", -1) for tp, offset in pending.items() if tp in assignment
+    }
+    try:
+        if offsets:
+            consumer.commit(offsets)
+    except (CommitFailedError, RebalanceInProgressError) as exc:
+        _log.warning("commit rejected after rebalance", extra={"error": str(exc)})
+        pending.clear()
+        return False
+    pending.clear()
+    return True

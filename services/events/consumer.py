@@ -15,40 +15,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
-from kafka.structs import OffsetAndMetadata
+from kafka import TopicPartition
+from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from recsys.health import HealthState
 from recsys.kafka_io import (
-    REASON_HEADER,
     ProgressWatchdog,
     assigned_lag,
+    backoff_delays,
+    commit_on_revoke,
+    commit_pending,
+    dead_letter_headers,
     group_joined,
+    pause_assignment,
+    poll_while_paused,
+    rebalance_listener,
+    resume_assignment,
     wait_for_partitions,
 )
 from recsys.store import ApplyResult, FeatureEvent, FeatureStore, PendingApply
 from services.events import metrics
 from services.events.config import EventsSettings
-from services.events.core import BatchPlan, RawRecord, Rejection, backoff_delays, plan_batch
+from services.events.core import BatchPlan, RawRecord, Rejection, plan_batch
 
 log = logging.getLogger("services.events.consumer")
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, owner: EventsConsumer) -> None:
-        self.owner = owner
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.owner.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.owner.on_assigned(list(assigned))
 
 
 @dataclass(slots=True)
@@ -99,26 +94,11 @@ class EventsConsumer:
 
     # --- group membership -------------------------------------------------------------
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.settings.topic], listener=_Listener(self))
+        self.consumer.subscribe([self.settings.topic], listener=rebalance_listener(self))
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what we applied from partitions we are losing, so the next owner skips it.
-
-        kafka-python 3 runs listeners on its IO thread, where a blocking
-        ``commit()`` raises ("Cannot block on net.run() from the IO thread") and
-        fails the whole rejoin; so the commit is sent without waiting. If it is
-        lost, the next owner replays and the store dedups.
-        """
-        offsets = {tp: self._pending[tp] for tp in revoked if tp in self._pending}
-        if offsets:
-            try:
-                self.consumer.commit_async(
-                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-                )
-            except (KafkaError, RuntimeError) as exc:  # the next owner replays; the store dedups
-                log.warning("commit on revoke failed", extra={"error": str(exc)})
-        for tp in revoked:
-            self._pending.pop(tp, None)
+        """Commit what we applied from partitions we are losing, so the next owner skips it."""
+        commit_on_revoke(self.consumer, self._pending, revoked)
         log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -350,34 +330,13 @@ class EventsConsumer:
         """Back off for ``delay`` while staying in the group; False when asked to stop."""
         if not self._paused:
             self._paused = True
-            assignment = list(self.consumer.assignment())
-            if assignment:
-                self.consumer.pause(*assignment)
-        deadline = time.monotonic() + delay
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            try:
-                polled = self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
-            except KafkaError:
-                stop.wait(min(remaining, 0.5))
-                continue
-            self._unread(polled)
-        return False
-
-    def _unread(self, polled: dict[Any, list[Any]]) -> None:
-        """Seek back over records a poll returned while we cannot process them."""
-        for tp, batch in polled.items():
-            if batch:
-                self.consumer.seek(tp, batch[0].offset)
+            pause_assignment(self.consumer)
+        return poll_while_paused(self.consumer, delay, stop)
 
     def _resume(self) -> None:
         if self._paused:
             self._paused = False
-            assignment = list(self.consumer.assignment())
-            if assignment:
-                self.consumer.resume(*assignment)
+            resume_assignment(self.consumer)
 
     def _apply(self, events: list[FeatureEvent], stop: threading.Event) -> ApplyResult | None:
         delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
@@ -408,7 +367,7 @@ class EventsConsumer:
                         self.settings.dlq_topic,
                         key=record.key,
                         value=record.value,
-                        headers=_dead_letter_headers(record, rejection),
+                        headers=dead_letter_headers(record, rejection),
                     )
                     for record, rejection in rejected
                 ]
@@ -432,22 +391,9 @@ class EventsConsumer:
     def _commit(self, stop: threading.Event) -> bool:
         delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
         while self._pending:
-            assignment = self.consumer.assignment()
-            offsets = {
-                tp: OffsetAndMetadata(offset, "", -1)
-                for tp, offset in self._pending.items()
-                if tp in assignment
-            }
             try:
-                if offsets:
-                    self.consumer.commit(offsets)
-            except (CommitFailedError, RebalanceInProgressError) as exc:
-                # The group rebalanced (or is rebalancing: retrying cannot succeed until
-                # poll() rejoins): the partitions' owner replays from the last committed
-                # offset, which the store's dedup turns into a no-op.
-                log.warning("commit rejected after rebalance", extra={"error": str(exc)})
-                self._pending.clear()
-                return False
+                if not commit_pending(self.consumer, self._pending):
+                    return False  # rebalanced: the new owner replays; the store dedups
             except KafkaError as exc:
                 metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
                 self._set(kafka_ok=False)
@@ -455,7 +401,6 @@ class EventsConsumer:
                 if not self._wait(next(delays), stop):
                     return False
                 continue
-            self._pending.clear()
             if not self._kafka_ok:
                 self._set(kafka_ok=True)
             self._resume()
@@ -469,15 +414,3 @@ class EventsConsumer:
                 continue
             if high is not None:
                 metrics.LAG.labels(topic, str(partition)).set(max(0, high - offset))
-
-
-def _dead_letter_headers(record: RawRecord, rejection: Rejection) -> list[tuple[str, bytes]]:
-    headers = [(k, v) for k, v in (record.headers or ()) if v is not None and k != REASON_HEADER]
-    headers += [
-        (REASON_HEADER, rejection.reason.encode("utf-8")),
-        ("x-dead-letter-code", rejection.code.encode("ascii")),
-        ("x-original-topic", record.topic.encode("utf-8")),
-        ("x-original-partition", str(record.partition).encode("ascii")),
-        ("x-original-offset", str(record.offset).encode("ascii")),
-    ]
-    return headers

@@ -8,12 +8,11 @@ the offsets to commit once both are done.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import DecodeError, decode
+from recsys.kafka_io import DecodeError, RawRecord, Rejection, decode
 from recsys.store import FeatureEvent
 from services.events.config import ValidationConfig
 
@@ -35,33 +34,6 @@ BAD_TIMESTAMP = "bad_timestamp"
 UNKNOWN_TYPE = "unknown_type"
 BAD_VALUE = "bad_value"
 REASON_CODES = (DECODE, MISSING_ID, ID_TOO_LONG, BAD_TIMESTAMP, UNKNOWN_TYPE, BAD_VALUE)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    code: str
-    detail: str
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
-class RawRecord(Protocol):
-    """The fields of a kafka-python ConsumerRecord the core reads."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
 
 
 @dataclass(slots=True)
@@ -136,11 +108,3 @@ def plan_batch(records: Iterable[RawRecord], now: float, cfg: ValidationConfig) 
         if plan.offsets.get(tp, -1) < next_offset:
             plan.offsets[tp] = next_offset
     return plan
-
-
-def backoff_delays(initial_s: float, max_s: float) -> Iterable[float]:
-    """Exponential back-off, doubling up to ``max_s``, forever."""
-    delay = initial_s
-    while True:
-        yield delay
-        delay = min(delay * 2.0, max_s)

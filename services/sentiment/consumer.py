@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka import TopicPartition
+from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from recsys.errors import RecsysError
@@ -36,11 +35,18 @@ from recsys.health import HealthState
 from recsys.kafka_io import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_PROTOBUF,
-    REASON_HEADER,
     ProgressWatchdog,
     assigned_lag,
+    backoff_delays,
+    commit_on_revoke,
+    commit_pending,
+    dead_letter_headers,
     encode,
     group_joined,
+    pause_assignment,
+    poll_while_paused,
+    rebalance_listener,
+    resume_assignment,
     wait_for_partitions,
 )
 from recsys.store import FeatureStore
@@ -53,7 +59,6 @@ from services.sentiment.core import (
     RawRecord,
     Rejection,
     TextRequest,
-    backoff_delays,
     classify,
     feedback_time,
     plan_feedback,
@@ -63,17 +68,6 @@ from services.sentiment.core import (
 log = logging.getLogger("services.sentiment.consumer")
 T = TypeVar("T")
 STALL_CHECK_INTERVAL_S = 5.0
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, owner: SentimentConsumer) -> None:
-        self.owner = owner
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.owner.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.owner.on_assigned(list(assigned))
 
 
 def scored_record(
@@ -129,24 +123,11 @@ class SentimentConsumer:
 
     # --- group membership -------------------------------------------------------------
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.settings.topic], listener=_Listener(self))
+        self.consumer.subscribe([self.settings.topic], listener=rebalance_listener(self))
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what we handled from partitions we are losing, without waiting.
-
-        kafka-python 3 runs listeners on its IO thread, where a blocking
-        ``commit()`` raises and fails the whole rejoin.
-        """
-        offsets = {tp: self._pending[tp] for tp in revoked if tp in self._pending}
-        if offsets:
-            try:
-                self.consumer.commit_async(
-                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-                )
-            except (KafkaError, RuntimeError) as exc:  # the next owner replays the batch
-                log.warning("commit on revoke failed", extra={"error": str(exc)})
-        for tp in revoked:
-            self._pending.pop(tp, None)
+        """Commit what we handled from partitions we are losing, without waiting."""
+        commit_on_revoke(self.consumer, self._pending, revoked)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         if self._paused and assigned:
@@ -376,47 +357,20 @@ class SentimentConsumer:
         """Back off for ``delay`` while staying in the group; False when asked to stop."""
         if not self._paused:
             self._paused = True
-            assignment = list(self.consumer.assignment())
-            if assignment:
-                self.consumer.pause(*assignment)
-        deadline = time.monotonic() + delay
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            try:
-                polled = self.consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000))
-            except KafkaError:
-                stop.wait(min(remaining, 0.5))
-                continue
-            for tp, batch in polled.items():
-                if batch:
-                    self.consumer.seek(tp, batch[0].offset)
-        return False
+            pause_assignment(self.consumer)
+        return poll_while_paused(self.consumer, delay, stop)
 
     def _resume(self) -> None:
         if self._paused:
             self._paused = False
-            assignment = list(self.consumer.assignment())
-            if assignment:
-                self.consumer.resume(*assignment)
+            resume_assignment(self.consumer)
 
     def _commit(self, stop: threading.Event) -> bool:
         delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
         while self._pending:
-            assignment = self.consumer.assignment()
-            offsets = {
-                tp: OffsetAndMetadata(offset, "", -1)
-                for tp, offset in self._pending.items()
-                if tp in assignment
-            }
             try:
-                if offsets:
-                    self.consumer.commit(offsets)
-            except CommitFailedError as exc:
-                log.warning("commit rejected after rebalance", extra={"error": str(exc)})
-                self._pending.clear()
-                return False
+                if not commit_pending(self.consumer, self._pending):
+                    return False  # rebalanced: the new owner replays the batch
             except KafkaError as exc:
                 metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
                 self._set("kafka", False)
@@ -424,19 +378,6 @@ class SentimentConsumer:
                 if not self._wait(next(delays), stop):
                     return False
                 continue
-            self._pending.clear()
             self._set("kafka", True)
             self._resume()
         return True
-
-
-def dead_letter_headers(record: RawRecord, rejection: Rejection) -> list[tuple[str, bytes]]:
-    headers = [(k, v) for k, v in (record.headers or ()) if v is not None and k != REASON_HEADER]
-    headers += [
-        (REASON_HEADER, rejection.reason.encode("utf-8")),
-        ("x-dead-letter-code", rejection.code.encode("ascii")),
-        ("x-original-topic", record.topic.encode("utf-8")),
-        ("x-original-partition", str(record.partition).encode("ascii")),
-        ("x-original-offset", str(record.offset).encode("ascii")),
-    ]
-    return headers

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from recsys.errors import InvalidArgumentError
 from recsys.feedback.v1 import feedback_pb2
-from recsys.kafka_io import DecodeError, decode
+from recsys.kafka_io import DecodeError, RawRecord, Rejection, decode
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 #: Model output order: probabilities[i] belongs to LABELS[i].
@@ -218,33 +218,6 @@ REASON_CODES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    code: str
-    detail: str
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
-class RawRecord(Protocol):
-    """The fields of a kafka-python ConsumerRecord the core reads."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
-
-
 @dataclass(slots=True)
 class FeedbackItem:
     record: RawRecord
@@ -332,11 +305,3 @@ def feedback_time(feedback: feedback_pb2.CustomerFeedback, now: float) -> float:
         if 0 < ts <= now:
             return ts
     return now
-
-
-def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
-    """Exponential back-off, doubling up to ``max_s``, forever."""
-    delay = initial_s
-    while True:
-        yield delay
-        delay = min(delay * 2.0, max_s)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from recsys.errors import ConfigError
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import CONTENT_TYPE_JSON, encode
+from recsys.kafka_io import CONTENT_TYPE_JSON, backoff_delays, encode
 from recsys.store import FeatureEvent
 from services.events import core
 from services.events.config import ValidationConfig, load_settings, parse_weights
@@ -217,7 +217,7 @@ def test_settings_from_env_validate_and_fail_fast() -> None:
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    gen = iter(core.backoff_delays(0.1, 0.5))
+    gen = iter(backoff_delays(0.1, 0.5))
     assert [next(gen) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
 
 
