@@ -20,7 +20,7 @@ from pathlib import Path
 
 from recsys.errors import ConfigError, InfraError
 from recsys.infra.endpoints import KafkaEndpoint, cache_dir
-from recsys.infra.process import ManagedProcess, free_port, port_open
+from recsys.infra.process import ManagedProcess, ManagedServer, free_port, port_open
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -192,10 +192,11 @@ def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-class ApacheKafka:
+class ApacheKafka(ManagedServer):
     """One KRaft broker+controller on loopback; ``restart()`` keeps its ports and data."""
 
     kind = "apache"
+    stop_timeout_s = 30.0  # a broker flushing its logs takes longer than Redis or Tansu
 
     def __init__(
         self,
@@ -231,10 +232,6 @@ class ApacheKafka:
     @property
     def description(self) -> str:
         return f"Apache Kafka {self.version} (KRaft)"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def endpoint(self) -> KafkaEndpoint:
         return KafkaEndpoint(self.bootstrap, "apache", self.description, {}, server=self)
@@ -287,7 +284,7 @@ class ApacheKafka:
             f"-Drecsys.workdir={self.work_dir}",  # marker: lets `infra down` verify the pid
             "-cp", classpath, "kafka.Kafka", str(self.config_path),
         ]  # fmt: skip
-        self._proc = ManagedProcess(
+        proc = ManagedProcess(
             f"Apache Kafka {self.version}",
             argv,
             log_path=self.log_path,
@@ -295,37 +292,12 @@ class ApacheKafka:
             env=self._java_env(),
             detached=self.detached,
         )
-        self._proc.start()
-        try:
-            self._proc.wait_ready(
-                self._ready, timeout_s=self.start_timeout_s, what=f"metadata on {self.bootstrap}"
-            )
-        except BaseException:
-            self._proc.stop(timeout_s=5)
-            raise
+        self._launch(proc, f"metadata on {self.bootstrap}")
 
     def _ready(self) -> bool:
         if not port_open("127.0.0.1", self.port):
             return False
         return metadata_ready(self.bootstrap)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self._proc is not None:
-            self._proc.stop(timeout_s=timeout_s)
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running()
-
-    def log_tail(self, lines: int = 20) -> str:
-        return self._proc.log_tail(lines) if self._proc is not None else ""
 
 
 def metadata_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:

@@ -253,6 +253,54 @@ class ManagedProcess:
         )
 
 
+class ManagedServer:
+    """Lifecycle shared by the local servers (Kafka, Tansu, Redis): one process, started
+    only when not running, ready only when its probe passes, stoppable and restartable on
+    the same address. Subclasses build the process and say what "ready" means."""
+
+    _proc: ManagedProcess | None = None
+    start_timeout_s: float = 30.0
+    stop_timeout_s: float = 10.0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _launch(self, proc: ManagedProcess, what: str) -> None:
+        """Start ``proc`` and wait until ready; a process that never gets ready is stopped."""
+        self._proc = proc
+        proc.start()
+        try:
+            proc.wait_ready(self._ready, timeout_s=self.start_timeout_s, what=what)
+        except BaseException:
+            proc.stop(timeout_s=5)
+            raise
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        if self._proc is not None:
+            self._proc.stop(timeout_s=self.stop_timeout_s if timeout_s is None else timeout_s)
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running()
+
+    def log_tail(self, lines: int = 20) -> str:
+        return self._proc.log_tail(lines) if self._proc is not None else ""
+
+
 def stop_all_owned() -> None:
     """Stop every non-detached process still running (atexit, session teardown)."""
     with _LIVE_LOCK:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from recsys.errors import ConfigError
 from recsys.infra.endpoints import RedisEndpoint
-from recsys.infra.process import ManagedProcess, free_port
+from recsys.infra.process import ManagedProcess, ManagedServer, free_port
 
 
 def redis_binary() -> str:
@@ -49,7 +49,7 @@ def redis_version(binary: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     """One redis-server bound to 127.0.0.1; ``restart()`` reuses port and dir."""
 
     def __init__(
@@ -80,10 +80,6 @@ class RedisServer:
     def description(self) -> str:
         return f"redis-server {self.version} ({self.binary})"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def endpoint(self) -> RedisEndpoint:
         return RedisEndpoint(self.url, self.description, server=self)
 
@@ -106,18 +102,12 @@ class RedisServer:
         if self._proc is not None and self._proc.running():
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._proc = ManagedProcess(
+        # stop() sends SIGTERM, which makes redis flush the AOF before exiting.
+        proc = ManagedProcess(
             f"redis-server {self.version}", self.argv(), log_path=self.log_path,
             cwd=self.work_dir, detached=self.detached,
         )  # fmt: skip
-        self._proc.start()
-        try:
-            self._proc.wait_ready(
-                self._ready, timeout_s=self.start_timeout_s, what=f"PING on port {self.port}"
-            )
-        except BaseException:
-            self._proc.stop(timeout_s=5)
-            raise
+        self._launch(proc, f"PING on port {self.port}")
 
     def _ready(self) -> bool:
         import redis
@@ -129,19 +119,3 @@ class RedisServer:
             return False  # still replaying the AOF after a restart
         finally:
             client.close()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM makes redis flush the AOF before exiting."""
-        if self._proc is not None:
-            self._proc.stop(timeout_s=timeout_s)
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running()

@@ -17,7 +17,7 @@ from pathlib import Path
 from recsys.errors import ConfigError
 from recsys.infra.apache_kafka import metadata_ready
 from recsys.infra.endpoints import TANSU_CONSUMER_OVERRIDES, KafkaEndpoint
-from recsys.infra.process import ManagedProcess, free_port, port_open
+from recsys.infra.process import ManagedProcess, ManagedServer, free_port, port_open
 
 
 def tansu_binary() -> str:
@@ -45,7 +45,7 @@ def tansu_version() -> str:
         return "unknown"
 
 
-class TansuBroker:
+class TansuBroker(ManagedServer):
     """A memory-only Tansu broker on loopback; ``restart()`` keeps the port but loses all data."""
 
     kind = "tansu"
@@ -76,10 +76,6 @@ class TansuBroker:
     def description(self) -> str:
         return f"Tansu {tansu_version()} (embedded, in-memory)"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def endpoint(self) -> KafkaEndpoint:
         return KafkaEndpoint(
             self.bootstrap, "tansu", self.description, dict(TANSU_CONSUMER_OVERRIDES), server=self
@@ -99,33 +95,11 @@ class TansuBroker:
             self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/", "--cluster-id", f"recsys-{self.port}",
         ]  # fmt: skip
-        self._proc = ManagedProcess(
+        proc = ManagedProcess(
             "Tansu broker", argv, log_path=self.log_path, cwd=self.work_dir, env=env,
             detached=self.detached,
         )  # fmt: skip
-        self._proc.start()
-        try:
-            self._proc.wait_ready(
-                self._ready, timeout_s=self.start_timeout_s, what=f"metadata on {self.bootstrap}"
-            )
-        except BaseException:
-            self._proc.stop(timeout_s=5)
-            raise
+        self._launch(proc, f"metadata on {self.bootstrap}")
 
     def _ready(self) -> bool:
         return port_open("127.0.0.1", self.port) and metadata_ready(self.bootstrap)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self._proc is not None:
-            self._proc.stop(timeout_s=timeout_s)
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running()
