@@ -9,6 +9,7 @@ deployment fails at start instead of at the first request.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import urlparse
 
 from recsys.errors import ConfigError
@@ -119,3 +120,51 @@ def validate_redis_url(value: str, name: str = "REDIS_URL") -> str:
     except ValueError:
         raise ConfigError(f"{name}={value!r} has an invalid port") from None
     return value
+
+
+# kafka-python consumer timeouts a deployment may tune (0 = the client's default); Tansu
+# needs short ones (recsys.infra.endpoints.TANSU_CONSUMER_OVERRIDES).
+KAFKA_CONSUMER_TIMEOUTS = ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms")
+
+
+def kafka_consumer_env(env: Mapping[str, str]) -> dict[str, int]:
+    """The ``KAFKA_*`` consumer settings every consuming service reads, by field name."""
+    values = {
+        name: env_int(env, f"KAFKA_{name.upper()}", 0, minimum=0)
+        for name in KAFKA_CONSUMER_TIMEOUTS
+    }
+    # Short, so a group that assigned nothing on a fresh topic heals in seconds.
+    values["metadata_max_age_ms"] = env_int(
+        env, "KAFKA_METADATA_MAX_AGE_MS", 5000, minimum=500, maximum=3_600_000
+    )
+    return values
+
+
+class KafkaConsumerSettings(Protocol):
+    """The fields :func:`kafka_consumer_env` fills in a service's settings."""
+
+    @property
+    def max_poll_interval_ms(self) -> int: ...
+    @property
+    def session_timeout_ms(self) -> int: ...
+    @property
+    def heartbeat_interval_ms(self) -> int: ...
+    @property
+    def metadata_max_age_ms(self) -> int: ...
+
+
+def kafka_consumer_overrides(
+    settings: KafkaConsumerSettings, client_id: str, max_poll_records: int
+) -> dict[str, object]:
+    """kafka-python consumer keyword arguments from a service's settings: the timeouts
+    that are set (non-zero) plus the metadata refresh, poll size and client id."""
+    overrides: dict[str, object] = {
+        "max_poll_records": max_poll_records,
+        "client_id": client_id,
+        "metadata_max_age_ms": settings.metadata_max_age_ms,
+    }
+    for key in KAFKA_CONSUMER_TIMEOUTS:
+        value = getattr(settings, key)
+        if value > 0:
+            overrides[key] = value
+    return overrides

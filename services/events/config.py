@@ -22,6 +22,8 @@ from recsys.settings import (
     env_float,
     env_int,
     env_str,
+    kafka_consumer_env,
+    kafka_consumer_overrides,
     parse_bootstrap,
     validate_redis_url,
 )
@@ -109,16 +111,7 @@ class EventsSettings:
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def consumer_overrides(self) -> dict[str, Any]:
-        overrides: dict[str, Any] = {
-            "max_poll_records": self.max_poll_records,
-            "client_id": "recsys-events",
-            "metadata_max_age_ms": self.metadata_max_age_ms,
-        }
-        for key in ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms"):
-            value = getattr(self, key)
-            if value > 0:
-                overrides[key] = value
-        return overrides
+        return kafka_consumer_overrides(self, "recsys-events", self.max_poll_records)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
@@ -175,12 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         health_check_interval_s=env_float(env, "EVENTS_HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.1),
         create_topics=env_bool(env, "EVENTS_CREATE_TOPICS", True),
         topic_partitions=env_int(env, "EVENTS_TOPIC_PARTITIONS", 6, minimum=1, maximum=1000),
-        max_poll_interval_ms=env_int(env, "KAFKA_MAX_POLL_INTERVAL_MS", 0, minimum=0),
-        session_timeout_ms=env_int(env, "KAFKA_SESSION_TIMEOUT_MS", 0, minimum=0),
-        heartbeat_interval_ms=env_int(env, "KAFKA_HEARTBEAT_INTERVAL_MS", 0, minimum=0),
-        metadata_max_age_ms=env_int(
-            env, "KAFKA_METADATA_MAX_AGE_MS", 5000, minimum=500, maximum=3_600_000
-        ),
+        **kafka_consumer_env(env),
         stall_timeout_s=env_float(env, "EVENTS_STALL_TIMEOUT_S", 20.0, minimum=0.0),
         validation=validation,
         store=store,

@@ -22,6 +22,8 @@ from recsys.settings import (
     env_float,
     env_int,
     env_str,
+    kafka_consumer_env,
+    kafka_consumer_overrides,
     parse_bootstrap,
     validate_redis_url,
 )
@@ -92,16 +94,7 @@ class SentimentSettings:
     suppress_min_probability: float = 0.5
 
     def consumer_overrides(self) -> dict[str, Any]:
-        overrides: dict[str, Any] = {
-            "max_poll_records": self.max_poll_records,
-            "client_id": "recsys-sentiment",
-            "metadata_max_age_ms": self.metadata_max_age_ms,
-        }
-        for key in ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms"):
-            value = getattr(self, key)
-            if value > 0:
-                overrides[key] = value
-        return overrides
+        return kafka_consumer_overrides(self, "recsys-sentiment", self.max_poll_records)
 
 
 def _address(value: str, name: str) -> str:
@@ -159,12 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
         create_topics=env_bool(env, "SENTIMENT_CREATE_TOPICS", True),
         topic_partitions=env_int(env, "SENTIMENT_TOPIC_PARTITIONS", 3, minimum=1, maximum=1000),
         max_id_length=env_int(env, "MAX_ID_LENGTH", 128, minimum=1, maximum=4096),
-        max_poll_interval_ms=env_int(env, "KAFKA_MAX_POLL_INTERVAL_MS", 0, minimum=0),
-        session_timeout_ms=env_int(env, "KAFKA_SESSION_TIMEOUT_MS", 0, minimum=0),
-        heartbeat_interval_ms=env_int(env, "KAFKA_HEARTBEAT_INTERVAL_MS", 0, minimum=0),
-        metadata_max_age_ms=env_int(
-            env, "KAFKA_METADATA_MAX_AGE_MS", 5000, minimum=500, maximum=3_600_000
-        ),
+        **kafka_consumer_env(env),
         stall_timeout_s=env_float(env, "SENTIMENT_STALL_TIMEOUT_S", 20.0, minimum=0.0),
         redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
