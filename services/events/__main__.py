@@ -10,11 +10,9 @@ goes NOT_SERVING for good.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from recsys.errors import RecsysError
@@ -23,6 +21,7 @@ from recsys.kafka_io import check_reachable, ensure_topics, make_consumer, make_
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
 from recsys.redis_io import make_redis
+from recsys.shutdown import install_stop_handlers
 from recsys.store import KeySchema
 from recsys.store.redis_store import RedisFeatureStore
 from services.events.config import EventsSettings, load_settings
@@ -111,13 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging("events", settings.log_level)
     stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal received; stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    install_stop_handlers(stop, log)
     try:
         return run(settings, stop)
     except RecsysError as exc:

@@ -32,13 +32,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
-from types import FrameType
 from typing import Any
 
 from recsys.errors import ConfigError, RecsysError
 from recsys.health import HealthState
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
+from recsys.shutdown import install_stop_handlers
 from services.recommender.config import RecommenderSettings, load_settings
 
 log = logging.getLogger("services.recommender")
@@ -284,20 +284,11 @@ def serve(
     return 0
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-
-
 def _worker_main(settings: RecommenderSettings, index: int) -> None:
     """Entry point of a spawned worker process."""
     configure_logging("recommender", settings.log_level)
     stop = threading.Event()
-    _install_stop_handlers(stop)
+    install_stop_handlers(stop, log, "signal received; draining")
     try:
         sys.exit(serve(settings, stop, listen_first=False))
     except RecsysError as exc:
@@ -400,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in BLAS_THREAD_VARS:  # inherited by spawned workers before they import numpy
         os.environ.setdefault(name, "1")
     stop = threading.Event()
-    _install_stop_handlers(stop)
+    install_stop_handlers(stop, log, "signal received; draining")
     try:
         if settings.workers > 1:
             return supervise(settings, stop)

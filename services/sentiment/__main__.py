@@ -15,17 +15,16 @@ finishes its batch), clients close.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
+from recsys.shutdown import install_stop_handlers
 from services.sentiment.config import SentimentSettings, load_settings
 
 log = logging.getLogger("services.sentiment")
@@ -145,13 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging("sentiment", settings.log_level)
     stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal received; stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    install_stop_handlers(stop, log)
     try:
         return serve(settings, stop) if mode == "serve" else consume(settings, stop)
     except RecsysError as exc:
