@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -478,3 +478,32 @@ def commit_pending(consumer: Any, pending: dict[Any, int]) -> bool:
         return False
     pending.clear()
     return True
+
+
+def recreate_consumer(
+    consumer: Any,
+    factory: Callable[[], Any],
+    stop: Any,
+    delays: Iterator[float],
+    on_error: Callable[[BaseException], None],
+) -> Any | None:
+    """Close a stuck consumer without committing and build a fresh one with ``factory``.
+
+    Uncommitted work is replayed by the new member (the services' writes are
+    idempotent). While the factory fails (Kafka down), ``on_error`` is told and we
+    back off; returns None when ``stop`` is set first.
+    """
+    from kafka.errors import KafkaError
+
+    try:
+        consumer.close(autocommit=False)
+    except Exception as exc:  # a broken client may fail to close; it is dropped anyway
+        _log.warning("closing the stalled consumer failed", extra={"error": str(exc)})
+    while not stop.is_set():
+        try:
+            return factory()
+        except KafkaError as exc:
+            on_error(exc)
+            _log.warning("recreating the consumer failed", extra={"error": str(exc)})
+            stop.wait(next(delays))
+    return None

@@ -35,6 +35,7 @@ from recsys.kafka_io import (
     pause_assignment,
     poll_while_paused,
     rebalance_listener,
+    recreate_consumer,
     resume_assignment,
     wait_for_partitions,
 )
@@ -200,21 +201,16 @@ class EventsConsumer:
         )
         self.finish(stop)
         self._pending.clear()
-        try:
-            self.consumer.close(autocommit=False)
-        except Exception as exc:  # a broken client may fail to close; it is dropped anyway
-            log.warning("closing the stalled consumer failed", extra={"error": str(exc)})
-        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
-        while not stop.is_set():
-            try:
-                self.consumer = self.consumer_factory()
-                break
-            except KafkaError as exc:
-                self._set(kafka_ok=False)
-                log.warning("recreating the consumer failed", extra={"error": str(exc)})
-                stop.wait(next(delays))
-        else:
+        consumer = recreate_consumer(
+            self.consumer,
+            self.consumer_factory,
+            stop,
+            iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)),
+            lambda exc: self._set(kafka_ok=False),
+        )
+        if consumer is None:
             return
+        self.consumer = consumer
         self._paused = False
         if self.wait_for_topic(stop):
             self.subscribe()

@@ -46,6 +46,7 @@ from recsys.kafka_io import (
     pause_assignment,
     poll_while_paused,
     rebalance_listener,
+    recreate_consumer,
     resume_assignment,
     wait_for_partitions,
 )
@@ -204,23 +205,18 @@ class SentimentConsumer:
             extra={"reason": reason, "stall_s": self.settings.stall_timeout_s},
         )
         self._pending.clear()  # uncommitted: replayed by the new member
-        try:
-            self.consumer.close(autocommit=False)
-        except Exception as exc:  # a broken client may fail to close; it is dropped anyway
-            log.warning("closing the stalled consumer failed", extra={"error": str(exc)})
-        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
-        while not stop.is_set():
-            try:
-                self.consumer = self.consumer_factory()
-            except KafkaError as exc:
-                self._set("kafka", False)
-                log.warning("recreating the consumer failed", extra={"error": str(exc)})
-                stop.wait(next(delays))
-                continue
+        consumer = recreate_consumer(
+            self.consumer,
+            self.consumer_factory,
+            stop,
+            iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)),
+            lambda exc: self._set("kafka", False),
+        )
+        if consumer is not None:
+            self.consumer = consumer
             self._paused = False
             if self.wait_for_topic(stop):
                 self.subscribe()
-            break
         self.watchdog.reset(time.monotonic())
         return reason
 
