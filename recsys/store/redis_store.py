@@ -34,14 +34,18 @@ from recsys.store.model import (
     Sentiment,
     StoreConfig,
     UserState,
+    _float_json,
+    _quote,
 )
 
 # KEYS: [trending, counters, global applied] when ARGV[10] == '1', then per user of the call:
-#       recent, seen, weights, applied (in the order of the users in ARGV[11])
+#       recent, seen, weights, applied (in the order of the groups in ARGV[11])
 # ARGV: now, cutoff (now - window), max ids per user, recent cap, ttl_s, max global ids,
 #       rate, epoch, max trending items, global flag ('1' or '0'),
-#       users JSON: [[id, item, weight, entry, id, item, ...] per user],
-#       global JSON: [id, item, weight, ts, type, id, ...]   (only when the flag is '1')
+#       groups JSON: one array per user, 6 strings per event of that user:
+#         [[id, item, weight, ts, type, recent entry, id, ...], ...]
+# The first (#KEYS - base) / 4 groups are the users whose keys are given (all of them, or
+# none in a cluster's global-only call); the global part, when flagged, reads every group.
 BATCH_SCRIPT = r"""
 local now = ARGV[1]
 local cutoff = '(' .. ARGV[2]
@@ -49,18 +53,18 @@ local ua, ga = 0, 0
 local with_global = ARGV[10] == '1'
 local base = 0
 if with_global then base = 3 end
-local users = cjson.decode(ARGV[11])
+local groups = cjson.decode(ARGV[11])
 local max_user = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local ttl = ARGV[5]
-for u = 1, #users do
-  local ev = users[u]
+for u = 1, (#KEYS - base) / 4 do
+  local ev = groups[u]
   local k = base + (u - 1) * 4
   local recent, seen, weights, applied = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local n, len = 0, 0
-  for i = 1, #ev, 4 do
+  for i = 1, #ev, 6 do
     if redis.call('ZADD', applied, 'NX', now, ev[i]) == 1 then
-      len = redis.call('LPUSH', recent, ev[i + 3])
+      len = redis.call('LPUSH', recent, ev[i + 5])
       redis.call('SADD', seen, ev[i + 1])
       redis.call('HINCRBYFLOAT', weights, ev[i + 1], ev[i + 2])
       n = n + 1
@@ -82,27 +86,29 @@ if with_global then
   local trending, counters, gapplied = KEYS[1], KEYS[2], KEYS[3]
   local rate = tonumber(ARGV[7])
   local epoch = tonumber(ARGV[8])
-  local evs = cjson.decode(ARGV[12])
   local scores, order, counts = {}, {}, {}
-  for i = 1, #evs, 5 do
-    if redis.call('ZADD', gapplied, 'NX', now, evs[i]) == 1 then
-      local kind = evs[i + 4]
-      counts[kind] = (counts[kind] or 0) + 1
-      local w = tonumber(evs[i + 2])
-      if w > 0 then
-        local item = evs[i + 1]
-        local x = math.log(w) + rate * (tonumber(evs[i + 3]) - epoch)
-        local s = scores[item]
-        if s == nil then
-          order[#order + 1] = item
-        else
-          local m = s
-          if x > m then m = x end
-          x = m + math.log(math.exp(s - m) + math.exp(x - m))
+  for g = 1, #groups do
+    local evs = groups[g]
+    for i = 1, #evs, 6 do
+      if redis.call('ZADD', gapplied, 'NX', now, evs[i]) == 1 then
+        local kind = evs[i + 4]
+        counts[kind] = (counts[kind] or 0) + 1
+        local w = tonumber(evs[i + 2])
+        if w > 0 then
+          local item = evs[i + 1]
+          local x = math.log(w) + rate * (tonumber(evs[i + 3]) - epoch)
+          local s = scores[item]
+          if s == nil then
+            order[#order + 1] = item
+          else
+            local m = s
+            if x > m then m = x end
+            x = m + math.log(math.exp(s - m) + math.exp(x - m))
+          end
+          scores[item] = x
         end
-        scores[item] = x
+        ga = ga + 1
       end
-      ga = ga + 1
     end
   end
   if ga > 0 then
@@ -211,6 +217,11 @@ class RedisFeatureStore:
         }
         self._sha: dict[str, str] = {}
         self.round_trips = 0  # network round trips issued, for benchmarks
+        # Per-user RESP text of the four keys a batch script declares, and the part of a
+        # recent-list entry before its time, per (item, type, weight): both recur across
+        # batches and cost more to rebuild than to look up. Bounded (cleared when full).
+        self._user_resp: dict[str, str] = {}
+        self._entry_heads: dict[tuple[str, str, str], str] = {}
 
     # --- scripts -------------------------------------------------------------------
     def load_scripts(self) -> None:
@@ -259,8 +270,8 @@ class RedisFeatureStore:
                 self.load_scripts()
         raise AssertionError("unreachable")
 
-    def _run_raw(self, commands: Callable[[], list[list[str]]]) -> list[Any]:
-        """Send ``commands()`` as one packed pipeline and read every reply (one round trip).
+    def _run_raw(self, packed: Callable[[], tuple[bytes, int]]) -> list[Any]:
+        """Send ``packed()`` (RESP bytes, command count) and read every reply (one round trip).
 
         NOSCRIPT (Redis restarted and lost its script cache) reloads the scripts
         and re-sends: the scripts are idempotent.
@@ -269,8 +280,7 @@ class RedisFeatureStore:
 
         self._ensure_loaded()
         for attempt in (1, 2):
-            batch = commands()
-            replies = self._read(*self._send(batch))
+            replies = self._read(*self._send(*packed()))
             error = next((r for r in replies if isinstance(r, Exception)), None)
             if error is None:
                 return replies
@@ -280,21 +290,21 @@ class RedisFeatureStore:
             raise error
         raise AssertionError("unreachable")
 
-    def _send(self, commands: list[list[str]]) -> tuple[Any, int]:
-        """Write the commands as one RESP buffer on a pooled connection; replies stay unread.
+    def _send(self, payload: bytes, count: int) -> tuple[Any, int]:
+        """Write ``count`` RESP-packed commands on a pooled connection; replies stay unread.
 
         redis-py's pipeline encodes each argument through several Python calls;
-        packing RESP with one ``join`` is several times cheaper.
+        packing RESP ourselves with one ``join`` is several times cheaper.
         """
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([_pack(commands)], check_health=False)
+            conn.send_packed_command([payload], check_health=False)
         except BaseException:
             conn.disconnect()
             pool.release(conn)
             raise
-        return conn, len(commands)
+        return conn, count
 
     def _read(self, conn: Any, count: int) -> list[Any]:
         import redis
@@ -328,16 +338,16 @@ class RedisFeatureStore:
         if not events:
             return DoneApply(ApplyResult(0, 0, 0))
         now = time.time() if now is None else now
-        commands = self._batch_commands(events, now)
+        calls = self._batch_commands(events, now)
         if not hasattr(self.client, "connection_pool"):  # a RedisCluster client routes by slot
-            return DoneApply(self._combine(self._run_cluster(commands), len(events)))
+            return DoneApply(self._combine(self._run_cluster(calls), len(events)))
         self._ensure_loaded()
-        conn, count = self._send(commands())
-        return _RedisPending(self, conn, count, commands, len(events))
+        conn, count = self._send(*calls.packed())
+        return _RedisPending(self, conn, count, calls.packed, len(events))
 
-    def _run_cluster(self, commands: Callable[[], list[list[str]]]) -> list[Any]:
+    def _run_cluster(self, calls: _BatchCalls) -> list[Any]:
         def build(pipe: Any) -> None:
-            for command in commands():
+            for command in calls.args():
                 pipe.execute_command(*command)
 
         return self._run_pipeline(build)
@@ -346,21 +356,37 @@ class RedisFeatureStore:
     def _combine(replies: list[Any], events: int) -> ApplyResult:
         return ApplyResult(sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies), events)
 
-    def _batch_commands(
-        self, events: Sequence[FeatureEvent], now: float
-    ) -> Callable[[], list[list[str]]]:
-        """The script calls for a batch (a closure: the SHA may change after a reload)."""
+    def _batch_commands(self, events: Sequence[FeatureEvent], now: float) -> _BatchCalls:
+        """The script calls for a batch: events grouped per user, cut into calls.
+
+        This loop runs once per event, so it does the least it can: one tuple
+        unpack, the two float texts, a cached entry head, one ``extend``.
+        """
         cfg = self.config
-        keys = self.keys
-        per_user: dict[str, tuple[list[str], list[str]]] = {}
-        for ev in events:
-            weight = _num(ev.weight)
-            parts = per_user.get(ev.user_id)
-            if parts is None:
-                parts = per_user[ev.user_id] = ([], [])
-            parts[0].extend((ev.event_id, ev.item_id, weight, ev.recent_entry()))
-            parts[1].extend((ev.event_id, ev.item_id, weight, _num(ev.ts), ev.event_type))
-        head = [
+        per_user: dict[str, list[str]] = {}
+        heads = self._entry_heads
+        if len(heads) > _CACHE_MAX:
+            heads.clear()
+        for event_id, user_id, item_id, event_type, weight, ts in events:
+            if weight.__class__ is float:
+                w = repr(weight)
+                head = heads.get((item_id, event_type, w))
+                if head is None:
+                    head = heads[(item_id, event_type, w)] = _entry_head(
+                        item_id, event_type, weight
+                    )
+            else:
+                w = _num(weight)
+                head = _entry_head(item_id, event_type, weight)
+            if ts.__class__ is float and ts - ts == 0.0:  # finite: repr is also its JSON
+                t = entry_ts = repr(ts)
+            else:
+                t, entry_ts = _num(ts), _float_json(ts)
+            group = per_user.get(user_id)
+            if group is None:
+                group = per_user[user_id] = []
+            group += (event_id, item_id, w, t, event_type, f"{head}{entry_ts}}}")
+        head_args = [
             _num(now),
             _num(now - cfg.dedup_window_s),
             str(cfg.dedup_max_user),
@@ -372,63 +398,33 @@ class RedisFeatureStore:
             str(cfg.trending_max_items),
         ]
         limit = self.max_events_per_script
-        global_keys = [keys.trending(), keys.counters(), keys.global_applied()]
-        # (with the global part?, users, their events' global tuples)
-        calls: list[tuple[bool, list[str], list[str]]] = []
+        calls: list[tuple[bool, bool, list[str]]] = []  # (global part?, user keys?, users)
 
-        def chunk(users: list[str], with_global: bool) -> None:
+        def chunk(users: list[str], with_global: bool, with_users: bool) -> None:
             members: list[str] = []
-            flat: list[str] = []
             size = 0
             for user_id in users:
-                n = len(per_user[user_id][0]) // 4
+                n = len(per_user[user_id]) // 6
                 if members and size + n > limit:
-                    calls.append((with_global, members, flat))
-                    members, flat, size = [], [], 0
+                    calls.append((with_global, with_users, members))
+                    members, size = [], 0
                 members.append(user_id)
-                if with_global:
-                    flat.extend(per_user[user_id][1])
                 size += n
             if members:
-                calls.append((with_global, members, flat))
+                calls.append((with_global, with_users, members))
 
         if not self.cluster:
-            chunk(list(per_user), True)
+            chunk(list(per_user), True, True)
         else:
             from redis.crc import key_slot
 
             by_slot: dict[int, list[str]] = {}
             for user_id in per_user:
-                by_slot.setdefault(key_slot(keys.recent(user_id).encode()), []).append(user_id)
+                by_slot.setdefault(key_slot(self.keys.recent(user_id).encode()), []).append(user_id)
             for users in by_slot.values():
-                chunk(users, False)
-            flat_all = [arg for parts in per_user.values() for arg in parts[1]]
-            step = 5 * limit
-            for start in range(0, len(flat_all), step):
-                calls.append((True, [], flat_all[start : start + step]))
-
-        def commands() -> list[list[str]]:
-            sha = self._sha["batch"]
-            out = []
-            for with_global, users, flat in calls:
-                user_keys = list(global_keys) if with_global else []
-                for user_id in users:
-                    user_keys += (
-                        keys.recent(user_id),
-                        keys.seen(user_id),
-                        keys.weights(user_id),
-                        keys.applied(user_id),
-                    )
-                args = [
-                    *head,
-                    "1" if with_global else "0",
-                    _json([per_user[u][0] for u in users]),
-                    _json(flat) if with_global else "[]",
-                ]
-                out.append(["EVALSHA", sha, str(len(user_keys)), *user_keys, *args])
-            return out
-
-        return commands
+                chunk(users, False, True)
+            chunk(list(per_user), True, False)  # the global part: keys of one slot of its own
+        return _BatchCalls(self, per_user, calls, head_args)
 
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
         if ttl_s <= 0:
@@ -515,25 +511,115 @@ class RedisFeatureStore:
         self.client.close()
 
 
-def _pack(commands: list[list[str]]) -> bytes:
-    """RESP encoding of several commands, for one ``sendall``.
+def _bulk(arg: str) -> str:
+    """RESP bulk string of ``arg`` (as text: for ASCII, nearly all, characters are bytes)."""
+    size = len(arg) if arg.isascii() else len(arg.encode("utf-8"))
+    return f"${size}\r\n{arg}\r\n"
 
-    Built as text and encoded once: for ASCII arguments (nearly all) the
-    character count is the byte count, so no per-argument ``encode``.
-    """
-    parts: list[str] = []
-    append = parts.append
-    for command in commands:
-        append(f"*{len(command)}\r\n")
-        for arg in command:
-            size = len(arg) if arg.isascii() else len(arg.encode("utf-8"))
-            append(f"${size}\r\n{arg}\r\n")
-    return "".join(parts).encode("utf-8")
+
+def _entry_head(item_id: str, event_type: str, weight: float) -> str:
+    """A recent-list entry up to its time: ``head + ts + "}"`` is ``FeatureEvent.recent_entry``."""
+    return (
+        f'{{"item":{_quote(item_id)},"type":{_quote(event_type)},'
+        f'"weight":{_float_json(weight)},"ts":'
+    )
+
+
+_CACHE_MAX = 100_000
 
 
 def _json(value: Any) -> str:
     """Compact JSON that keeps non-ASCII as UTF-8 (the script's cjson reads either)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _BatchCalls:
+    """The script calls of one batch, rendered at send time (the SHA changes on a reload).
+
+    ``packed`` is the standalone path: RESP built as one text, each user's
+    four keys taken from the store's cache. ``args`` gives the same calls as
+    argument lists, for a cluster client's pipeline (and for inspection).
+    """
+
+    def __init__(
+        self,
+        store: RedisFeatureStore,
+        per_user: dict[str, list[str]],
+        calls: list[tuple[bool, bool, list[str]]],
+        head: list[str],
+    ) -> None:
+        self._store = store
+        self._per_user = per_user
+        self._calls = calls
+        self._head = head
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def _groups(self, users: list[str]) -> str:
+        per_user = self._per_user
+        return _json([per_user[u] for u in users])
+
+    def args(self) -> list[list[str]]:
+        store = self._store
+        keys = store.keys
+        global_keys = [keys.trending(), keys.counters(), keys.global_applied()]
+        sha = store._sha["batch"]
+        out = []
+        for with_global, with_users, users in self._calls:
+            call_keys = list(global_keys) if with_global else []
+            if with_users:
+                for user_id in users:
+                    call_keys += (
+                        keys.recent(user_id),
+                        keys.seen(user_id),
+                        keys.weights(user_id),
+                        keys.applied(user_id),
+                    )
+            out.append(
+                [
+                    "EVALSHA",
+                    sha,
+                    str(len(call_keys)),
+                    *call_keys,
+                    *self._head,
+                    "1" if with_global else "0",
+                    self._groups(users),
+                ]
+            )
+        return out
+
+    def packed(self) -> tuple[bytes, int]:
+        store = self._store
+        keys = store.keys
+        cache = store._user_resp
+        if len(cache) > _CACHE_MAX:
+            cache.clear()
+        global_resp = "".join(map(_bulk, (keys.trending(), keys.counters(), keys.global_applied())))
+        sha_resp = _bulk(store._sha["batch"])
+        head_resp = "".join(map(_bulk, self._head))
+        parts: list[str] = []
+        append = parts.append
+        for with_global, with_users, users in self._calls:
+            nkeys = (3 if with_global else 0) + (4 * len(users) if with_users else 0)
+            append(f"*{nkeys + 14}\r\n$7\r\nEVALSHA\r\n{sha_resp}{_bulk(str(nkeys))}")
+            if with_global:
+                append(global_resp)
+            if with_users:
+                for user_id in users:
+                    user_resp = cache.get(user_id)
+                    if user_resp is None:
+                        user_resp = cache[user_id] = (
+                            _bulk(keys.recent(user_id))
+                            + _bulk(keys.seen(user_id))
+                            + _bulk(keys.weights(user_id))
+                            + _bulk(keys.applied(user_id))
+                        )
+                    append(user_resp)
+            append(head_resp)
+            append(_bulk("1" if with_global else "0"))
+            append(_bulk(self._groups(users)))
+        return "".join(parts).encode("utf-8"), len(self._calls)
 
 
 class _RedisPending:
@@ -544,7 +630,7 @@ class _RedisPending:
         store: RedisFeatureStore,
         conn: Any,
         count: int,
-        commands: Callable[[], list[list[str]]],
+        commands: Callable[[], tuple[bytes, int]],
         events: int,
     ) -> None:
         self._store = store

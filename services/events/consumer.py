@@ -13,8 +13,10 @@ retries; health reports NOT_SERVING until the dependency answers again.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,7 @@ from services.events.config import EventsSettings
 from services.events.core import BatchPlan, RawRecord, Rejection, plan_batch
 
 log = logging.getLogger("services.events.consumer")
+_event_type = operator.attrgetter("event_type")
 
 
 @dataclass(slots=True)
@@ -315,10 +318,7 @@ class EventsConsumer:
         self.duplicates += dups
         if dups:
             metrics.DUPLICATES.inc(dups)
-        by_type: dict[str, int] = {}
-        for ev in events:
-            by_type[ev.event_type] = by_type.get(ev.event_type, 0) + 1
-        for kind, n in by_type.items():
+        for kind, n in Counter(map(_event_type, events)).items():  # counted in C
             metrics.PROCESSED.labels(kind).inc(n)
 
     # --- retries ----------------------------------------------------------------------

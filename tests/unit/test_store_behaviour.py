@@ -202,7 +202,7 @@ def test_every_script_call_touches_one_slot_in_cluster_layout_only_there(layout:
     store = RedisFeatureStore(None, KeySchema("p"), CFG, **REDIS_LAYOUTS[layout])
     store._sha = {"batch": "0" * 40}
     batch = [ev(i, user=f"u{i % 50}") for i in range(200)]
-    calls = store._batch_commands(batch, T0)()
+    calls = store._batch_commands(batch, T0).args()
     user_keys = 0
     for call in calls:
         nkeys = int(call[2])
