@@ -62,8 +62,19 @@ class FeatureStore(Protocol):
         ...
 
     def update_sentiment(
-        self, user_id: str, score: float, ts: float, half_life_s: float
-    ) -> Sentiment: ...
+        self,
+        user_id: str,
+        score: float,
+        ts: float,
+        half_life_s: float,
+        feedback_id: str | None = None,
+        now: float | None = None,
+    ) -> Sentiment | None:
+        """Fold one scored feedback into the user's decayed average; returns the new
+        average, or None when ``feedback_id`` was folded in already (a replay after a
+        crash must not count the same feedback twice). Ids are remembered for the
+        store's dedup window, like event ids."""
+        ...
 
     def get_sentiment(self, user_id: str) -> Sentiment | None: ...
 

@@ -49,6 +49,11 @@ class KeySchema:
         """HASH {avg, ts, n}: time-decayed average sentiment score in [-1, 1]."""
         return self._user(user_id, "sentiment")
 
+    def feedback_applied(self, user_id: str) -> str:
+        """ZSET feedback id -> application time: feedback already folded into the
+        sentiment average (dedup window, like ``applied`` for events)."""
+        return self._user(user_id, "feedback:applied")
+
     def user_keys(self, user_id: str) -> list[str]:
         """Every key of a user (for `forget user` and for dumps)."""
         return [
@@ -58,6 +63,7 @@ class KeySchema:
             self.applied(user_id),
             self.suppressed(user_id),
             self.sentiment(user_id),
+            self.feedback_applied(user_id),
         ]
 
     # --- global -------------------------------------------------------------------

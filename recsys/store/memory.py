@@ -52,6 +52,7 @@ class InMemoryFeatureStore:
         self._applied: dict[str, _Applied] = defaultdict(_Applied)
         self._suppressed: dict[str, dict[str, float]] = defaultdict(dict)
         self._sentiment: dict[str, Sentiment] = {}
+        self._feedback_applied: dict[str, _Applied] = defaultdict(_Applied)
         self._trending: dict[str, float] = {}
         self._counters: dict[str, int] = defaultdict(int)
         self._global_applied = _Applied()
@@ -131,7 +132,7 @@ class InMemoryFeatureStore:
         found = 0
         tables: list[MutableMapping[str, Any]] = [
             self._recent, self._seen, self._weights, self._applied, self._suppressed,
-            self._sentiment,
+            self._sentiment, self._feedback_applied,
         ]  # fmt: skip
         for table in tables:
             if table.pop(user_id, None) is not None:
@@ -149,13 +150,26 @@ class InMemoryFeatureStore:
             del table[item]
 
     def update_sentiment(
-        self, user_id: str, score: float, ts: float, half_life_s: float
-    ) -> Sentiment:
+        self,
+        user_id: str,
+        score: float,
+        ts: float,
+        half_life_s: float,
+        feedback_id: str | None = None,
+        now: float | None = None,
+    ) -> Sentiment | None:
         if not -1.0 <= score <= 1.0:
             raise ValueError("sentiment score must be in [-1, 1]")
         if half_life_s <= 0:
             raise ValueError("half_life_s must be positive")
         self.round_trips += 1
+        if feedback_id:
+            now = time.time() if now is None else now
+            applied = self._feedback_applied[user_id]
+            if applied.seen(feedback_id):
+                return None
+            applied.add(feedback_id, now)
+            applied.trim(now, self.config.dedup_window_s, self.config.dedup_max_user)
         prev = self._sentiment.get(user_id)
         prev_t = (prev.avg, prev.n, prev.ts) if prev else None
         result = Sentiment(*sentiment_update(prev_t, score, ts, half_life_s))

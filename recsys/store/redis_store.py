@@ -147,11 +147,25 @@ return 1
 """
 
 # KEYS: sentiment; ARGV: score, ts, half_life_s, ttl_s
+# KEYS: the user's sentiment hash, the user's feedback:applied ZSET
+# ARGV: score, ts, half-life, ttl_s, feedback id ('' = no dedup), now,
+#       cutoff (now - window), max ids per user
 SENTIMENT_SCRIPT = """
 local score = tonumber(ARGV[1])
 local ts = tonumber(ARGV[2])
 local hl = tonumber(ARGV[3])
+local fmt = '%.17g'
 local prev = redis.call('HMGET', KEYS[1], 'avg', 'n', 'ts')
+if ARGV[5] ~= '' then
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[5]) == 0 then
+    -- this feedback record was folded in already (a replay): change nothing
+    return {prev[1] or false, prev[2] or false, prev[3] or false, '0'}
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+  local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 local avg, n, newts
 if not prev[1] then
   avg, n, newts = score, 1.0, ts
@@ -169,11 +183,10 @@ else
     newts = pts
   end
 end
-local fmt = '%.17g'
 redis.call('HSET', KEYS[1], 'avg', string.format(fmt, avg), 'n', string.format(fmt, n),
   'ts', string.format(fmt, newts))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {string.format(fmt, avg), string.format(fmt, n), string.format(fmt, newts)}
+return {string.format(fmt, avg), string.format(fmt, n), string.format(fmt, newts), '1'}
 """
 
 
@@ -440,21 +453,32 @@ class RedisFeatureStore:
         )
 
     def update_sentiment(
-        self, user_id: str, score: float, ts: float, half_life_s: float
-    ) -> Sentiment:
+        self,
+        user_id: str,
+        score: float,
+        ts: float,
+        half_life_s: float,
+        feedback_id: str | None = None,
+        now: float | None = None,
+    ) -> Sentiment | None:
         if not -1.0 <= score <= 1.0:
             raise ValueError("sentiment score must be in [-1, 1]")
         if half_life_s <= 0:
             raise ValueError("half_life_s must be positive")
         self._ensure_loaded()
+        now = time.time() if now is None else now
+        cfg = self.config
         sha = self._sha["sentiment"]
-        key = self.keys.sentiment(user_id)
-        ttl = str(self.config.user_ttl_s)
+        keys = (self.keys.sentiment(user_id), self.keys.feedback_applied(user_id))
+        args = (
+            _num(score), _num(ts), _num(half_life_s), str(cfg.user_ttl_s), feedback_id or "",
+            _num(now), _num(now - cfg.dedup_window_s), str(cfg.dedup_max_user),
+        )  # fmt: skip
         (raw,) = self._run_pipeline(
-            lambda pipe: pipe.execute_command(
-                "EVALSHA", sha, 1, key, _num(score), _num(ts), _num(half_life_s), ttl
-            )
+            lambda pipe: pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
         )
+        if raw[3] in (b"0", "0"):
+            return None
         return Sentiment(float(raw[0]), float(raw[1]), float(raw[2]))
 
     def forget_user(self, user_id: str) -> int:

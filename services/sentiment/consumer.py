@@ -276,7 +276,12 @@ class SentimentConsumer:
         for item, prediction in zip(items, predictions, strict=True):
             fb = item.feedback
             self.store.update_sentiment(
-                fb.user_id, prediction.score, feedback_time(fb, now), s.half_life_s
+                fb.user_id,
+                prediction.score,
+                feedback_time(fb, now),
+                s.half_life_s,
+                feedback_id=fb.feedback_id,
+                now=now,
             )
             if should_suppress(fb, prediction, s.suppress_min_probability):
                 self.store.suppress(fb.user_id, fb.item_id, s.suppress_ttl_s, now=now)

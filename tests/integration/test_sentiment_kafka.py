@@ -206,6 +206,29 @@ def test_feedback_comes_out_scored_and_negative_review_suppresses_the_item(
     assert bob["avg"] < 0
 
 
+def test_replayed_feedback_is_folded_into_the_average_once(
+    kafka: KafkaEndpoint, run_loop: Any, redis_client: Any, key_prefix: str
+) -> None:
+    """A crash before the commit replays a batch; the replay must not move the average."""
+    settings, loop = run_loop
+    records = [fb("r1", "dave", NEGATIVE_REVIEW), fb("r2", "dave", POSITIVE_REVIEW)]
+    produce(kafka, settings.topic, records)
+    read_all(kafka, settings.output_topic, 2)
+    key = KeySchema(key_prefix).sentiment("dave")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and loop.scored < 2:
+        time.sleep(0.1)
+    before = redis_client.hgetall(key)
+    assert float(before[b"n"]) == pytest.approx(2.0, abs=0.01)
+    # the same two records again (what a replay after a crash delivers), then a new one
+    produce(kafka, settings.topic, [*records, fb("r3", "dave", POSITIVE_REVIEW)])
+    read_all(kafka, settings.output_topic, 5)  # the output topic is at-least-once
+    while time.monotonic() < deadline + 30 and loop.scored < 5:
+        time.sleep(0.1)
+    after = {k.decode(): float(v) for k, v in redis_client.hgetall(key).items()}
+    assert after["n"] == pytest.approx(3.0, abs=0.01)  # r1 and r2 once each, plus r3
+
+
 def test_unscorable_feedback_goes_to_the_dead_letter_topic_with_a_reason(
     kafka: KafkaEndpoint, run_loop: Any
 ) -> None:

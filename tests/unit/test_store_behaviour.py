@@ -165,15 +165,37 @@ def test_sentiment_is_a_time_decayed_average(store: FeatureStore) -> None:
     first = store.update_sentiment("u1", 1.0, T0, 3600)
     assert first == (1.0, 1.0, T0)
     second = store.update_sentiment("u1", -1.0, T0 + 3600, 3600)
+    assert second is not None
     # the first observation weighs 1/2 after one half-life: (0.5*1 - 1) / 1.5
     assert second.avg == pytest.approx(-1.0 / 3.0)
     assert second.n == pytest.approx(1.5)
     late = store.update_sentiment("u1", 1.0, T0, 3600)  # out of order: decayed itself
+    assert late is not None
     assert late.ts == T0 + 3600
     assert late.n == pytest.approx(2.0)
     assert store.get_sentiment("u1") == pytest.approx(late)
     with pytest.raises(ValueError):
         store.update_sentiment("u1", 2.0, T0, 3600)
+
+
+def test_sentiment_folds_each_feedback_id_once(store: FeatureStore) -> None:
+    first = store.update_sentiment("u1", 1.0, T0, 3600, feedback_id="f1", now=T0)
+    second = store.update_sentiment("u1", -1.0, T0 + 3600, 3600, feedback_id="f2", now=T0)
+    assert first is not None and second is not None
+    # a replay of f1 and of f2 (crash before the commit) changes nothing
+    assert store.update_sentiment("u1", 1.0, T0, 3600, feedback_id="f1", now=T0) is None
+    assert store.update_sentiment("u1", -1.0, T0 + 3600, 3600, feedback_id="f2", now=T0) is None
+    assert store.get_sentiment("u1") == pytest.approx(second)
+    # feedback ids and event ids live apart: an event with the same id still applies
+    same_id = FeatureEvent("f1", "u1", "i1", "click", 2.0, T0)
+    assert store.apply_events([same_id], now=T0).user_applied == 1
+    # the memory is a window, trimmed when new feedback arrives: after that, f1 is new again
+    later = T0 + CFG.dedup_window_s + 1
+    assert store.update_sentiment("u1", 1.0, later, 3600, feedback_id="f3", now=later)
+    assert store.update_sentiment("u1", 1.0, later, 3600, feedback_id="f1", now=later)
+    # forget_user drops the feedback memory with the rest
+    store.forget_user("u1")
+    assert store.update_sentiment("u1", 1.0, T0, 3600, feedback_id="f1", now=T0) == (1.0, 1.0, T0)
 
 
 def test_dedup_memory_is_bounded_per_user(store: FeatureStore) -> None:
