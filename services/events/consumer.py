@@ -12,6 +12,7 @@ retries; health reports NOT_SERVING until the dependency answers again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 from redis.exceptions import RedisError
 
 from recsys.health import HealthState
@@ -85,6 +87,12 @@ class EventsConsumer:
         self.clock = clock
         # Offsets whose records are applied but not yet committed.
         self._pending: dict[TopicPartition, int] = {}
+        # The loop's commit sent without waiting (see _commit_nowait): its offsets while
+        # unanswered or failed (None: none), when it was sent, and its error if it failed.
+        self._commit_sent: dict[TopicPartition, int] | None = None
+        self._commit_sent_at = 0.0
+        self._commit_error: BaseException | None = None
+        self._commit_token = 0  # bumped by every commit: a stale answer is ignored
         self._paused = False
         self._in_flight: _InFlight | None = None
         self._redis_ok = True
@@ -204,6 +212,9 @@ class EventsConsumer:
         )
         self.finish(stop)
         self._pending.clear()
+        self._commit_sent = None
+        self._commit_error = None
+        self._commit_token += 1
         consumer = recreate_consumer(
             self.consumer,
             self.consumer_factory,
@@ -226,11 +237,12 @@ class EventsConsumer:
     def step(self, stop: threading.Event) -> int:
         """One poll, overlapped with the previous batch's Redis writes; returns records polled.
 
-        Batch N's scripts were sent without waiting; this polls batch N+1 while
-        Redis runs them (Redis and this process on different cores), then reads
-        N's replies and commits N, and only then starts N+1. So offsets are still
-        committed only after their writes succeeded, and batches are applied in
-        poll order, one at a time. The poll keeps its normal timeout (it returns
+        Batch N's scripts were sent without waiting; this polls and plans batch
+        N+1 (decode, validate) while Redis runs them (Redis and this process on
+        different cores), then reads N's replies and commits N, and only then
+        dead-letters and sends N+1. So offsets are still committed only after
+        their writes succeeded, and batches are applied in poll order, one at a
+        time. The poll keeps its normal timeout (it returns
         as soon as records arrive): a zero-timeout poll can leave a group join
         half done, and a commit then fails with RebalanceInProgress.
         """
@@ -247,11 +259,15 @@ class EventsConsumer:
             stop.wait(self.settings.backoff_initial_s)
             return 0
         records = [r for batch in polled.values() for r in batch]
-        if records:
-            self.polled_at = time.perf_counter()
-        self.finish(stop)
-        if records:
-            self.start(records, stop)
+        if not records:
+            self.finish(stop)
+            return 0
+        self.polled_at = started = time.perf_counter()
+        metrics.BATCH_SIZE.observe(len(records))
+        # Planning is pure CPU and needs nothing from batch N: it too overlaps N's writes.
+        plan = plan_batch(records, self.clock(), self.settings.validation)
+        self.finish(stop, wait_commit=False)
+        self._begin(plan, started, stop)
         return len(records)
 
     def process(self, records: list[RawRecord], stop: threading.Event) -> bool:
@@ -264,7 +280,10 @@ class EventsConsumer:
         """Plan the batch, dead-letter its bad records, and send its writes (no waiting)."""
         started = time.perf_counter()
         metrics.BATCH_SIZE.observe(len(records))
-        plan = plan_batch(records, self.clock(), self.settings.validation)
+        self._begin(plan_batch(records, self.clock(), self.settings.validation), started, stop)
+
+    def _begin(self, plan: BatchPlan, started: float, stop: threading.Event) -> None:
+        """Dead-letter a planned batch's bad records and send its writes (no waiting)."""
         if plan.rejected and not self._dead_letter(plan.rejected, stop):
             return  # asked to stop while Kafka was down: abandoned, uncommitted
         flight = _InFlight(plan, None, started, getattr(self.store, "round_trips", 0))
@@ -275,10 +294,16 @@ class EventsConsumer:
                 self._redis_failed(exc)  # finish() retries synchronously, with back-off
         self._in_flight = flight
 
-    def finish(self, stop: threading.Event) -> bool:
-        """Wait for the batch in flight, then commit it; True when committed (or none)."""
+    def finish(self, stop: threading.Event, *, wait_commit: bool = True) -> bool:
+        """Wait for the batch in flight, then commit it; True when committed (or none).
+
+        ``wait_commit=False`` (the loop's own path) sends the commit without
+        waiting for the broker's answer and returns True once it is sent.
+        """
         flight, self._in_flight = self._in_flight, None
         if flight is None:
+            if wait_commit and (self._pending or self._commit_sent is not None):
+                return self._commit(stop)  # e.g. offsets left by the last step, at shutdown
             return True
         plan = flight.plan
         if plan.events:
@@ -301,7 +326,7 @@ class EventsConsumer:
             self._count(plan.events, result)
         for (topic, partition), offset in plan.offsets.items():
             self._pending[TopicPartition(topic, partition)] = offset
-        committed = self._commit(stop)
+        committed = self._commit(stop) if wait_commit else self._commit_nowait(stop)
         self._record_lag(plan)
         self.batches += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - flight.started)
@@ -384,7 +409,66 @@ class EventsConsumer:
             self._resume()
             return True
 
+    def _commit_nowait(self, stop: threading.Event) -> bool:
+        """Send the commit of the applied offsets and return without waiting for the broker.
+
+        The offsets' writes have succeeded, so this is as safe as a blocking
+        commit; it only spares the loop a broker round trip per batch. At most
+        one such commit is awaiting its answer: until it comes, newer offsets
+        wait in ``_pending`` for the next one. If it failed, or is still
+        unanswered after a health-check interval, its offsets go back to
+        ``_pending`` and are committed here synchronously (with the retries,
+        back-off and rebalance handling of :meth:`_commit`).
+        """
+        if self._commit_sent is not None:
+            waited = time.monotonic() - self._commit_sent_at
+            if self._commit_error is None and waited <= self.settings.health_check_interval_s:
+                return True
+            return self._commit(stop)
+        assignment = self.consumer.assignment()
+        offsets = {tp: o for tp, o in self._pending.items() if tp in assignment}
+        self._pending.clear()
+        if not offsets:
+            return True
+        self._commit_sent = offsets
+        self._commit_sent_at = time.monotonic()
+        self._commit_token += 1
+        try:
+            self.consumer.commit_async(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                callback=functools.partial(self._on_commit, self._commit_token),
+            )
+        except KafkaError as exc:
+            self._commit_error = exc
+            return self._commit(stop)
+        return True
+
+    def _on_commit(self, token: int, offsets: Any, response: Any) -> None:
+        """kafka-python's answer to a commit sent by _commit_nowait (called from poll).
+
+        A commit made since (synchronous, or after a restart) supersedes it and
+        already carried its offsets: its answer is then ignored, so a late
+        failure never re-commits older offsets.
+        """
+        if token != self._commit_token:
+            return
+        if isinstance(response, BaseException):
+            self._commit_error = response
+            return
+        self._commit_sent = None
+        if not self._kafka_ok:
+            self._set(kafka_ok=True)
+
     def _commit(self, stop: threading.Event) -> bool:
+        sent, self._commit_sent = self._commit_sent, None
+        error, self._commit_error = self._commit_error, None
+        self._commit_token += 1  # supersedes an unanswered commit: its offsets go in this one
+        if error is not None:
+            metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+            log.warning("commit failed; retrying", extra={"error": str(error)})
+        for tp, offset in (sent or {}).items():
+            if self._pending.get(tp, -1) < offset:
+                self._pending[tp] = offset
         delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
         while self._pending:
             try:

@@ -1,0 +1,138 @@
+"""The events loop's commit: sent without waiting, yet only after the writes, never backwards.
+
+A fake consumer stands in for kafka-python (pure logic: what is committed when);
+the real-broker behaviour is covered by the integration tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from recsys.events.v1 import events_pb2
+from recsys.kafka_io import encode
+from recsys.store.memory import InMemoryFeatureStore
+from services.events.config import load_settings
+from services.events.consumer import EventsConsumer
+
+TP = TopicPartition("t", 0)
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] | None
+
+
+def record(offset: int) -> Rec:
+    ev = events_pb2.ClickEvent(
+        event_id=f"e{offset}", user_id="u1", item_id=f"i{offset % 3}",
+        event_type=events_pb2.EVENT_TYPE_CLICK,
+    )  # fmt: skip
+    ev.event_time.FromSeconds(int(time.time()) - 10)
+    value, headers = encode(ev)
+    return Rec("t", 0, offset, b"u1", value, list(headers))
+
+
+class FakeConsumer:
+    """Polls scripted batches; answers an async commit (as kafka-python does) in a later poll."""
+
+    def __init__(self, batches: list[list[Rec]], store: InMemoryFeatureStore) -> None:
+        self.batches = batches
+        self.store = store
+        self.sync: list[int] = []  # offsets committed with commit()
+        self.sent: list[int] = []  # offsets sent with commit_async()
+        self.answers: list[Any] = []  # what the next poll answers, in order (None: success)
+        self._callbacks: list[tuple[Any, dict[TopicPartition, Any]]] = []
+        self.applied_when_sent: list[int] = []
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Rec]]:
+        while self._callbacks and self.answers:
+            callback, offsets = self._callbacks.pop(0)
+            answer = self.answers.pop(0)
+            callback(offsets, answer if answer is not None else object())
+        return {TP: self.batches.pop(0)} if self.batches else {}
+
+    def commit_async(self, offsets: dict[TopicPartition, Any], callback: Any) -> None:
+        self.sent.append(offsets[TP].offset)
+        self.applied_when_sent.append(self.store.counters().get("click", 0))
+        self._callbacks.append((callback, offsets))
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.sync.append(offsets[TP].offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+def make_loop(batches: list[list[Rec]]) -> tuple[EventsConsumer, FakeConsumer]:
+    store = InMemoryFeatureStore()
+    consumer = FakeConsumer(batches, store)
+    settings = load_settings({"EVENTS_TOPIC": "t"})
+    return EventsConsumer(settings, consumer, None, store), consumer
+
+
+def test_loop_commit_is_sent_only_after_its_batch_is_applied_and_not_awaited() -> None:
+    loop, consumer = make_loop([[record(0), record(1)], [record(2)], [record(3)]])
+    stop = threading.Event()
+    consumer.answers = [None, None]
+    for _ in range(3):
+        loop.step(stop)
+    # each batch's commit is sent once its events are applied, and not awaited
+    assert consumer.sent == [2, 3]
+    assert consumer.applied_when_sent == [2, 3]
+    assert consumer.sync == []
+    loop.step(stop)  # an idle poll finishes the last batch and commits it synchronously
+    assert consumer.sync == [4]
+    assert loop.finish(stop)
+    assert consumer.sync == [4]
+
+
+def test_shutdown_commits_offsets_held_back_behind_an_unanswered_commit() -> None:
+    loop, consumer = make_loop([[record(0)], [record(1)]])
+    stop = threading.Event()
+    for _ in range(3):  # no answers: the second batch's offsets wait in _pending
+        loop.step(stop)
+    assert consumer.sent == [1]
+    assert loop.finish(stop)
+    assert consumer.sync == [2]
+
+
+def test_failed_async_commit_is_retried_synchronously_with_its_offsets() -> None:
+    loop, consumer = make_loop([[record(0)], [record(1)], []])
+    stop = threading.Event()
+    consumer.answers = [KafkaError("coordinator moved")]
+    loop.step(stop)  # applies batch 1, nothing to commit yet
+    loop.step(stop)  # commits batch 1 (async)
+    loop.step(stop)  # the failure arrives; batch 2 applied and committed synchronously
+    assert consumer.sent == [1]
+    assert consumer.sync == [2]  # includes what the failed commit carried (offsets only grow)
+
+
+def test_late_answer_of_a_superseded_commit_is_ignored() -> None:
+    """A synchronous commit supersedes an unanswered one; its late failure must not
+    be taken for the failure of the next commit (which would force a needless retry)."""
+    loop, consumer = make_loop([[record(0)], [record(1)], [record(2)], [record(3)], [record(4)]])
+    stop = threading.Event()
+    loop.step(stop)
+    loop.step(stop)  # sends offset 1
+    assert loop.finish(stop)  # a synchronous commit of everything (offset 2) supersedes it
+    assert consumer.sync == [2]
+    loop.step(stop)
+    consumer.answers = [KafkaError("late failure of the commit of offset 1")]
+    loop.step(stop)  # the stale failure arrives; offset 3 is sent
+    loop.step(stop)  # offset 3 still unanswered: nothing to retry
+    assert consumer.sent == [1, 3]
+    assert consumer.sync == [2]
