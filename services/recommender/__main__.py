@@ -263,7 +263,7 @@ def limit_blas_threads() -> None:
 def stop_running(running: Running, grace_s: float) -> None:
     """Drain: NOT_SERVING first (load balancers stop sending), then let in-flight RPCs end."""
     running.health.shutdown()
-    running.server.stop(grace_s).wait(grace_s + 5)
+    running.server.stop(grace_s)
     if running.watcher is not None:
         running.watcher.stop()
     if running.store is not None:

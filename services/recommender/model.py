@@ -108,6 +108,13 @@ def recency_weighted(
     return out
 
 
+def usable(rows: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (rows int64, raw weights float32) a fold-in uses: known rows (``>= 0``) with a
+    positive, finite weight."""
+    keep = (rows >= 0) & (raw > 0) & np.isfinite(raw)  # NaN > 0 is False
+    return rows[keep], np.asarray(raw[keep], dtype=np.float32)
+
+
 def gram(y: np.ndarray, block: int = 16384) -> np.ndarray:
     """``YᵀY`` in float64, accumulated over row blocks so only one block is ever converted."""
     f = y.shape[1]
@@ -151,6 +158,10 @@ class Model:
         if len(self._item_row) != n_items or len(self._user_row) != len(self.user_ids):
             raise ValueError("duplicate ids in the id maps")
         self.item_factors = item_factors
+        # Plain ndarray views of the (possibly memory-mapped) arrays for the request path:
+        # every operation on an np.memmap goes through Python-level __getitem__ and
+        # __array_wrap__, a few µs each, several times a request. Same memory, no copy.
+        self._y: np.ndarray = np.asarray(item_factors)
         self.user_factors = user_factors
         self.regularization = float(regularization)
         self.weighting = weighting
@@ -158,7 +169,10 @@ class Model:
         self.cold_items = (
             np.zeros(n_items, dtype=bool) if cold_items is None else np.asarray(cold_items, bool)
         )
-        self._history = history
+        self._history = (
+            None if history is None else (np.asarray(history[0]), np.asarray(history[1]),
+                                          np.asarray(history[2]))
+        )  # fmt: skip
         self.items: dict[str, ItemMeta] = dict(items or {})
         self.config: dict[str, Any] = dict(config or {})
         self.metrics: dict[str, Any] = dict(metrics or {})
@@ -207,37 +221,48 @@ class Model:
 
     def user_history(self, user_id: str) -> dict[str, float]:
         """The user's raw training weights (item id → weight); empty for unknown users."""
+        rows, weights = self.user_history_rows(user_id)
+        ids = self.item_ids
+        return dict(zip([ids[r] for r in rows.tolist()], weights.tolist(), strict=True))
+
+    def user_history_rows(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The user's training history as (item rows int64, raw weights float32); empty for
+        unknown users. Copies, so callers may keep them after the model's maps are closed."""
         u = self._user_row.get(user_id)
         if u is None or self._history is None:
-            return {}
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         indptr, indices, data = self._history
         lo, hi = int(indptr[u]), int(indptr[u + 1])
-        return {
-            self.item_ids[int(i)]: float(w)
-            for i, w in zip(indices[lo:hi], data[lo:hi], strict=True)
-        }
+        return (
+            np.array(indices[lo:hi], dtype=np.int64),
+            np.array(data[lo:hi], dtype=np.float32),
+        )
+
+    def lookup_rows(self, ids: Iterable[str]) -> np.ndarray:
+        """Each id's row, -1 for an id the model does not know (int64, in the ids' order)."""
+        get = self._item_row.get
+        return np.fromiter((get(i, -1) for i in ids), dtype=np.int64)
 
     # ------------------------------------------------------------------ fold-in
     def _rows(self, user_items: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """Known items with positive weight as (rows, raw weights); unknown items are ignored
         because the model has no vector for them (they still count as seen for exclusion)."""
-        rows: list[int] = []
-        vals: list[float] = []
-        for item, weight in user_items.items():
-            row = self._item_row.get(item)
-            if row is not None and weight > 0 and math.isfinite(weight):
-                rows.append(row)
-                vals.append(float(weight))
-        return np.asarray(rows, dtype=np.int64), np.asarray(vals, dtype=np.float32)
+        n = len(user_items)
+        get = self._item_row.get
+        rows = np.fromiter((get(i, -1) for i in user_items), dtype=np.int64, count=n)
+        vals = np.fromiter(user_items.values(), dtype=np.float64, count=n)
+        return usable(rows, vals)
 
     def _normal_matrix(
         self, rows: np.ndarray, raw: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(confidences, Yᵤ, W = YᵀY + λI + Yᵤᵀ(Cᵤ − I)Yᵤ): the user's normal equations."""
-        conf = self.weighting.transform_row(rows, raw).astype(np.float64)
-        yu = np.asarray(self.item_factors[rows], dtype=np.float64)
-        a = self._yty_reg + (yu.T * (conf - 1.0)) @ yu
-        return conf, yu, a
+        conf = self.weighting.transform_row(rows, raw)
+        yu = self._y[rows]
+        # The user's term in float32 (the factors' precision; half the cost of float64 for
+        # ~100 items, relative difference ~1e-7), added to the float64 YᵀY + λI.
+        a = self._yty_reg + (yu.T * (conf - np.float32(1.0))) @ yu
+        return conf.astype(np.float64), yu.astype(np.float64), a
 
     def _system(self, rows: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
         """(confidences, Yᵤ, Cholesky factor of W) for explanations."""
@@ -246,7 +271,12 @@ class Model:
 
     def recalculate_user(self, user_items: Mapping[str, float]) -> np.ndarray:
         """The ALS user vector for these raw interaction weights (zeros if none are known)."""
-        rows, raw = self._rows(user_items)
+        return self.recalculate_rows(*self._rows(user_items))
+
+    def recalculate_rows(self, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """:meth:`recalculate_user` for items given as rows with positive, finite raw weights
+        (what :func:`usable` keeps): the request path resolves ids to rows once and folds in
+        from arrays, without a Python loop over the items."""
         if rows.size == 0:
             return np.zeros(self.n_factors, dtype=np.float32)
         conf, yu, a = self._normal_matrix(rows, raw)
@@ -262,9 +292,9 @@ class Model:
     ) -> tuple[np.ndarray | None, str]:
         """The vector used to score: fold-in of ``user_items`` if given, else the trained one."""
         if user_items:
-            rows, _ = self._rows(user_items)
+            rows, raw = self._rows(user_items)
             if rows.size:
-                return self.recalculate_user(user_items), SOURCE_FOLDIN
+                return self.recalculate_rows(rows, raw), SOURCE_FOLDIN
         if user_id is not None:
             u = self._user_row.get(user_id)
             if u is not None:
@@ -340,7 +370,7 @@ class Model:
         if vector is None:
             ids, scores = self._popular(k, allowed)
             return Recommendations(ids, scores, [None] * len(ids), SOURCE_POPULAR)
-        scores = np.asarray(self.item_factors @ vector, dtype=np.float32)
+        scores = self.item_scores(vector)
         if boost is not None:
             weight = self.config.get("prior_weight", DEFAULT_PRIOR_WEIGHT)
             weight = float(weight if prior_weight is None else prior_weight)
@@ -382,7 +412,7 @@ class Model:
         if rows.size == 0:
             return [None] * len(rec_rows)
         conf, yu, chol = self._system(rows, raw)
-        yr = np.asarray(self.item_factors[rec_rows], dtype=np.float64)
+        yr = np.asarray(self._y[rec_rows], dtype=np.float64)
         weighted = scipy.linalg.cho_solve(chol, yr.T, check_finite=False)  # f × k
         contrib = (yu @ weighted) * conf[:, None]  # n_user_items × k
         top = np.argmax(contrib, axis=0)
@@ -402,6 +432,11 @@ class Model:
         """Most interacted-with items in the training data (the cold-start fallback)."""
         allowed = self._candidate_mask(self._exclude_rows(exclude), filter_categories)
         return self._popular(k, allowed)
+
+    def item_scores(self, vector: np.ndarray) -> np.ndarray:
+        """Every item's score for one user vector (float32, a new array the caller may edit)."""
+        out: np.ndarray = np.asarray(self._y @ vector, dtype=np.float32)
+        return out
 
     def score_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """Scores of every item for a batch of user vectors (m × n_items)."""
@@ -426,7 +461,7 @@ class Model:
             keep = allowed[rows]
             rows, sims = rows[keep][:k], sims[keep][:k]
             return [self.item_ids[int(r)] for r in rows], sims.astype(np.float32)
-        y = self.item_factors
+        y = self._y
         sims = np.asarray(y @ y[row], dtype=np.float32) / (self._item_norms * self._item_norms[row])
         sims[~allowed] = -np.inf
         best = top_k(sims, k)

@@ -121,7 +121,7 @@ class Weighting:
 
     def __init__(self, config: WeightingConfig, item_norm: np.ndarray, n_items: int) -> None:
         self.config = config
-        self.item_norm = item_norm
+        self.item_norm = np.asarray(item_norm)  # a plain view of a memory map: cheaper to index
         self.n_items = n_items
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The servicer's error mapping, with a recording stand-in for the gRPC context.
+"""The servicer's error mapping, with a recording stand-in for the (aio) gRPC context.
 
 Real-server behaviour (status codes on the wire) is in tests/integration; this checks the
 branches that are hard to reach over a real connection: an expired deadline, a bug.
@@ -6,6 +6,8 @@ branches that are hard to reach over a real connection: an expired deadline, a b
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -31,9 +33,13 @@ class Context:
     def time_remaining(self) -> float | None:
         return self.remaining
 
-    def abort(self, code: grpc.StatusCode, details: str) -> Any:
+    async def abort(self, code: grpc.StatusCode, details: str) -> Any:
         self.code, self.details = code, details
         raise AbortedError
+
+
+def run(call: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(call)
 
 
 def servicer() -> RecommenderServicer:
@@ -45,14 +51,14 @@ def servicer() -> RecommenderServicer:
 def test_expired_deadline_is_deadline_exceeded_without_doing_the_work() -> None:
     ctx = Context(remaining=0.0)
     with pytest.raises(AbortedError):
-        servicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx)  # type: ignore[arg-type]
+        run(servicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx))  # type: ignore[arg-type]
     assert ctx.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def test_domain_error_maps_to_its_code_with_the_message() -> None:
     ctx = Context(remaining=5.0)
     with pytest.raises(AbortedError):
-        servicer().SimilarItems(pb.SimilarItemsRequest(item_id="zz", k=2), ctx)  # type: ignore[arg-type]
+        run(servicer().SimilarItems(pb.SimilarItemsRequest(item_id="zz", k=2), ctx))  # type: ignore[arg-type]
     assert ctx.code == grpc.StatusCode.NOT_FOUND and "'zz'" in ctx.details
 
 
@@ -62,12 +68,12 @@ def test_a_bug_is_internal_without_details() -> None:
     s.service.models = lambda: (_ for _ in ()).throw(ZeroDivisionError("secret"))
     ctx = Context(remaining=None)
     with pytest.raises(AbortedError):
-        s.Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx)  # type: ignore[arg-type]
+        run(s.Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx))  # type: ignore[arg-type]
     assert ctx.code == grpc.StatusCode.INTERNAL and "secret" not in ctx.details
 
 
 def test_not_ready_is_unavailable() -> None:
     ctx = Context(remaining=None)
     with pytest.raises(AbortedError):
-        RecommenderServicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx)  # type: ignore[arg-type]
+        run(RecommenderServicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx))  # type: ignore[arg-type]
     assert ctx.code == grpc.StatusCode.UNAVAILABLE
