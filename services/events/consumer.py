@@ -473,7 +473,11 @@ class EventsConsumer:
         while self._pending:
             try:
                 if not commit_pending(self.consumer, self._pending):
-                    return False  # rebalanced: the new owner replays; the store dedups
+                    # Rebalanced: the new owner replays; the store dedups. The coordinator
+                    # answered, so stop backing off: left paused, the partitions this member
+                    # was just given would stay paused (on_assigned) and the watchdog blind.
+                    self._resume()
+                    return False
             except KafkaError as exc:
                 metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
                 self._set(kafka_ok=False)

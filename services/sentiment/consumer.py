@@ -371,7 +371,10 @@ class SentimentConsumer:
         while self._pending:
             try:
                 if not commit_pending(self.consumer, self._pending):
-                    return False  # rebalanced: the new owner replays the batch
+                    # Rebalanced: the new owner replays the batch. Stop backing off, or the
+                    # partitions just assigned stay paused (on_assigned) and the watchdog blind.
+                    self._resume()
+                    return False
             except KafkaError as exc:
                 metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
                 self._set("kafka", False)

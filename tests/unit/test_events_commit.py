@@ -136,3 +136,49 @@ def test_late_answer_of_a_superseded_commit_is_ignored() -> None:
     loop.step(stop)  # offset 3 still unanswered: nothing to retry
     assert consumer.sent == [1, 3]
     assert consumer.sync == [2]
+
+
+class RebalancingConsumer(FakeConsumer):
+    """Its commits fail: first the coordinator is gone, then the group has rebalanced."""
+
+    def __init__(self, batches: list[list[Rec]], store: InMemoryFeatureStore) -> None:
+        super().__init__(batches, store)
+        self.failures: list[Exception] = []
+        self.paused_now: set[TopicPartition] = set()
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        super().commit(offsets)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_now |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_now -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_now)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+
+def test_commit_rejected_by_a_rebalance_after_a_back_off_leaves_the_partitions_flowing() -> None:
+    """Seen after a broker restart: the commit failed (back off: partitions paused), the
+    retry was rejected because the group rebalanced, and the member stayed paused, so
+    its new partitions were paused on assignment and it never fetched again."""
+    from kafka.errors import CommitFailedError
+
+    store = InMemoryFeatureStore()
+    consumer = RebalancingConsumer([], store)
+    settings = load_settings(
+        {"EVENTS_TOPIC": "t", "EVENTS_BACKOFF_INITIAL_S": "0.01", "EVENTS_BACKOFF_MAX_S": "0.01"}
+    )
+    loop = EventsConsumer(settings, consumer, None, store)
+    consumer.failures = [KafkaError("coordinator not available"), CommitFailedError("rebalanced")]
+    loop._pending[TP] = 5
+    assert loop._commit(threading.Event()) is False  # the new owner replays
+    assert consumer.paused_now == set()
+    loop.on_assigned([TP])  # the rejoin hands the partition back: it must not be paused
+    assert consumer.paused_now == set()
