@@ -1,10 +1,12 @@
 """``recsys-recommender`` / ``python -m services.recommender``: wiring, workers, shutdown.
 
 Concurrency model: ``WORKERS`` processes (default: one per CPU), each a complete server —
-its own gRPC thread pool, Redis pool and memory-mapped model — all bound to the same port
-with ``SO_REUSEPORT``, so the kernel spreads incoming connections over them. A request is
-mostly Python (protobuf, the fold-in bookkeeping), which one process runs on one core at a
-time whatever its thread count; processes are what use the second core. The model's arrays
+its own ``grpc.aio`` server on one event-loop thread (requests run inline on the loop, no
+handler thread pool; see ``server.py``), Redis connection and memory-mapped model — all
+bound to the same port with ``SO_REUSEPORT``, so the kernel spreads incoming connections
+over them. A request is mostly Python (protobuf, the fold-in bookkeeping), which one
+process runs on one core at a time whatever its thread count; processes are what use the
+second core. The model's arrays
 are memory maps of the same files, so N workers share one copy in the page cache. The
 parent process starts the workers, serves the aggregated metrics, restarts a worker that
 dies, and forwards SIGTERM. With ``WORKERS=1`` the server runs in this process.

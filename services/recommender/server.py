@@ -117,7 +117,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     """Holds the service once it is ready; until then every call is ``UNAVAILABLE``.
 
     In ``noop`` mode Recommend answers an empty list without touching the model or Redis:
-    the benchmark's baseline for what the server stack (gRPC, protobuf, threads, metrics)
+    the benchmark's baseline for what the server stack (gRPC, protobuf, event loop, metrics)
     costs on its own.
     """
 
