@@ -175,7 +175,7 @@ def bad_payloads(draw: st.DrawFn, now: float = NOW) -> bytes:
     elif defect == "future":
         msg.event_time.FromSeconds(draw(st.integers(int(now) + 3600, int(now) + 10**9)))
     elif defect == "unknown":
-        msg.event_type = draw(st.sampled_from([0, 6, 99, 12345]))
+        msg.event_type = draw(st.sampled_from([0, 6, 99, 12345]))  # type: ignore[assignment]
     else:
         msg.ClearField("event_time")
     return msg.SerializeToString()
@@ -239,3 +239,60 @@ def test_replay_mapping_keeps_order_spacing_and_stable_ids() -> None:
     ]
     for e in events:  # every replayed event passes validation
         assert isinstance(core.validate(e, NOW, CFG), FeatureEvent)
+
+
+_IDS = st.sampled_from(["", "  ", "\t", " x ", "a" * 128, "a" * 129, "é" * 128, "é" * 129])
+_STAMPS = st.sampled_from([None, 0.0, 946_684_799.0, 946_684_800.0, NOW + 300, NOW + 300.5])
+
+
+@st.composite
+def click_records(draw: st.DrawFn) -> Rec:
+    """A valid click with up to three things pushed to a validation boundary (or past it)."""
+    ev = click()
+    stamp: float | None = NOW - 10
+    nanos = 0
+    headers = "standard"
+    for change in draw(st.lists(st.integers(0, 7), max_size=3)):
+        if change <= 2:
+            setattr(ev, ("event_id", "user_id", "item_id")[change], draw(_IDS))
+        elif change == 3:
+            ev.event_type = draw(st.sampled_from([0, 2, 3, 4, 5, 99]))  # type: ignore[assignment]
+        elif change == 4:
+            ev.value = draw(st.sampled_from([0.0, 0.5, 5.0, 5.5, float("nan")]))
+        elif change == 5:
+            stamp = draw(_STAMPS)
+        elif change == 6:
+            nanos = draw(st.sampled_from([1, 999_999_999]))
+        else:
+            headers = draw(st.sampled_from(["none", "json", "upper", "extra", "garbage"]))
+    ev.ClearField("event_time")
+    if stamp is not None:
+        ev.event_time.FromNanoseconds(int(stamp * 1e9))
+    if nanos:
+        ev.event_time.nanos = nanos
+    record = rec(ev, json=headers == "json")
+    if headers == "none":
+        record.headers = None
+    elif headers == "upper":
+        record.headers = [("Content-Type", b"application/x-protobuf")]
+    elif headers == "extra":
+        record.headers = [*(record.headers or []), ("trace", b"1")]
+    elif headers == "garbage":
+        record.value = b"\xff\xff" + (record.value or b"")
+    return record
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(click_records(), min_size=1, max_size=8))
+def test_plan_batch_fast_path_decides_exactly_as_parse_record(records: list[Rec]) -> None:
+    """plan_batch accepts common records inline; every verdict and reason must be
+    what the full parse_record path gives for the same record."""
+    for offset, record in enumerate(records):
+        record.offset = offset
+    plan = core.plan_batch(records, NOW, CFG)
+    expected = [core.parse_record(r, NOW, CFG) for r in records]
+    assert plan.events == [e for e in expected if isinstance(e, FeatureEvent)]
+    assert [rej for _, rej in plan.rejected] == [
+        e for e in expected if not isinstance(e, FeatureEvent)
+    ]
+    assert plan.offsets == {("t", 0): len(records)}

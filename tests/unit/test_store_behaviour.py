@@ -279,3 +279,29 @@ def test_decay_rate_rejects_non_positive_half_life() -> None:
     assert decay_rate(math.log(2.0)) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         decay_rate(0)
+
+
+def test_script_arguments_carry_each_event_once_with_the_exact_recent_entry() -> None:
+    """The cached entry heads and float texts give byte for byte FeatureEvent.recent_entry."""
+    import json
+
+    from recsys.store.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore(None, KeySchema("p"), CFG)
+    store._sha = {"batch": "0" * 40}
+    batch = [
+        FeatureEvent("e1", "u1", "i/1", "click", 2.0, T0 + 0.1),
+        FeatureEvent("e2", "u1", "i/1", "click", 2.0, T0 + 0.2),  # cached head
+        FeatureEvent("e3", "u2", 'ü"x', "rating", -0.0, T0),
+        FeatureEvent("e4", "u2", 'ü"x', "rating", 0.0, T0),  # equal to -0.0, other text
+        FeatureEvent("e5", "u3", "i3", "view", 1, 1_700_000_000),  # ints: not cached
+        FeatureEvent("e6", "u3", "i3", "view", 1.0, float("inf")),
+    ]
+    (call,) = store._batch_commands(batch, T0).args()
+    groups = json.loads(call[-1])
+    assert [len(g) for g in groups] == [12, 12, 12]  # six strings per event, grouped per user
+    flat = [tuple(g[i : i + 6]) for g in groups for i in range(0, len(g), 6)]
+    for ev, (event_id, item, weight, ts, kind, entry) in zip(batch, flat, strict=True):
+        assert (event_id, item, kind) == (ev.event_id, ev.item_id, ev.event_type)
+        assert float(weight) == ev.weight and float(ts) == ev.ts
+        assert entry == ev.recent_entry()
