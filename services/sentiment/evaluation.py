@@ -119,7 +119,12 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, language: str) -> dict[str, An
 
 
 def tfidf_baselines(split: Split) -> dict[str, dict[str, Any]]:
-    """TF-IDF of character 1-4-grams with logistic regression and multinomial NB."""
+    """TF-IDF of character 1-4-grams with logistic regression and multinomial NB.
+
+    The regression weighs classes inversely to their frequency, as the model's loss
+    does: the headline metric is macro-F1, and without the weights the minority class
+    (English positive) costs the baseline about 0.01 of it, which would flatter the model.
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import MultinomialNB
@@ -139,7 +144,7 @@ def tfidf_baselines(split: Split) -> dict[str, dict[str, Any]]:
     fit_common = time.perf_counter() - t0
     out: dict[str, dict[str, Any]] = {}
     for name, clf in (
-        ("tfidf_lr", LogisticRegression(C=4.0, max_iter=2000)),
+        ("tfidf_lr", LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")),
         ("tfidf_nb", MultinomialNB(alpha=0.1)),
     ):
         t1 = time.perf_counter()
