@@ -311,6 +311,7 @@ class RecommenderService:
         self.limits = limits or Limits()
         self.trending = TrendingCache(reader, self.limits.trending_cache_s, clock)
         self._history: tuple[Model | None, dict[str, History]] = (None, {})
+        self._vectors: tuple[Model | None, dict[str, np.ndarray]] = (None, {})
 
     def history(self, model: Model, user_id: str) -> History:
         """The user's training history (ids → weights, and their rows), cached per model.
@@ -334,6 +335,26 @@ class RecommenderService:
                 cache.clear()
             cache[user_id] = found
         return found
+
+    def history_vector(self, model: Model, user_id: str, rows: np.ndarray,
+                       raw: np.ndarray) -> np.ndarray:  # fmt: skip
+        """The user's vector folded in from the training history alone, cached per model.
+
+        A user with no live state in Redis folds in the same rows on every request until
+        the model is swapped, so the solve is done once (bit-identical to solving again).
+        Same bound and lifetime as :meth:`history`; 256 bytes a user at 64 factors.
+        """
+        owner, cache = self._vectors
+        if owner is not model:
+            cache = {}
+            self._vectors = (model, cache)
+        vector = cache.get(user_id)
+        if vector is None:
+            vector = model.recalculate_rows(rows, raw)
+            if len(cache) >= HISTORY_CACHE_USERS:
+                cache.clear()
+            cache[user_id] = vector
+        return vector
 
     # -- validation --------------------------------------------------------------------
     def _filters(self, filters: Filters, model: Model) -> Filters:
@@ -386,7 +407,9 @@ class RecommenderService:
             if rows.size:
                 # the live items are excluded by row already (unless include_seen)
                 rest = excluded if filters.include_seen else excluded.difference(live)
-                result = self._foldin(model, user_id, rows, raw, history, live_rows,
+                vector = (model.recalculate_rows(rows, raw) if live
+                          else self.history_vector(model, user_id, rows, raw))  # fmt: skip
+                result = self._foldin(model, user_id, vector, history, live_rows,
                                       rest, k, filters.include_seen, degraded)  # fmt: skip
                 if result is not None:
                     return result
@@ -421,8 +444,7 @@ class RecommenderService:
         self,
         model: Model,
         user_id: str,
-        rows: np.ndarray,
-        raw: np.ndarray,
+        vector: np.ndarray,
         history: History,
         live_rows: np.ndarray,
         excluded: set[str],
@@ -432,12 +454,11 @@ class RecommenderService:
     ) -> RecommendResult | None:
         """``model.recommend``'s fold-in path on arrays, with the history's rows from the cache.
 
-        Same maths and the same public pieces (``recalculate_rows``, the factors, ``top_k``);
-        it only skips re-deriving rows the request already resolved once. None when the
-        folded-in vector is zero (the caller's general path then picks the trained vector or
-        the cold-start fallbacks).
+        Same maths and the same public pieces (the vector from ``recalculate_rows``, the
+        factors, ``top_k``); it only skips re-deriving rows the request already resolved once.
+        None when the folded-in vector is zero (the caller's general path then picks the
+        trained vector or the cold-start fallbacks).
         """
-        vector = model.recalculate_rows(rows, raw)
         if not vector.any():
             return None
         scores = model.item_scores(vector)

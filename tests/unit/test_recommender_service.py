@@ -416,3 +416,28 @@ def test_cached_foldin_path_matches_model_recommend() -> None:
         want = model.recommend(user, merged, k, exclude=set(excluded) | state.seen)
         assert [i.item_id for i in got.items] == want.ids
         assert [i.score for i in got.items] == pytest.approx(want.scores.tolist())
+
+
+def test_history_only_vector_is_solved_once_per_model_and_dropped_on_swap() -> None:
+    """A user without live state folds in the same rows each time: one solve per model."""
+    models = [tiny_model("20250101T000000Z-00000001")]
+    service = RecommenderService(lambda: models[0], StateReader(InMemoryFeatureStore()))
+    solves: list[str] = []
+
+    def counting(model: Model) -> None:
+        solve = model.recalculate_rows
+
+        def wrapped(rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
+            solves.append(model.version)
+            return solve(rows, raw)
+
+        model.recalculate_rows = wrapped  # type: ignore[method-assign]
+
+    counting(models[0])
+    first, again = rec(service, "ua", 2), rec(service, "ua", 2)
+    assert first.items == again.items and first.source == again.source
+    assert solves == ["20250101T000000Z-00000001"]
+    models[0] = tiny_model("20250102T000000Z-00000002")
+    counting(models[0])
+    rec(service, "ua", 2)
+    assert solves[-1] == "20250102T000000Z-00000002" and len(solves) == 2
