@@ -3,10 +3,12 @@
 For each broker (the real Apache Kafka and Tansu, started here from
 ``recsys.infra``), the same synthetic click records are produced once, then
 read twice in this one process, each time by a fresh consumer group with the
-same client settings: first by a bare kafka-python loop (the raw rate), then by
-the events service's own batch path (decode, validate, one Redis pipeline of
-scripts, commit). Rates are measured from the first record polled to the last
-one handled, so group-join time is left out of both.
+same client settings: by a bare kafka-python loop (the raw rate), by the events
+service's own batch path (decode, validate, one Redis pipeline of scripts,
+commit), then by the bare loop again; the faster raw pass is the baseline (a
+freshly started broker slows whichever pass comes first). Rates are measured
+from the first record polled to the last one handled, so group-join time is
+left out of all three.
 
     python -m bench.events_throughput [--quick] [--events N] [--brokers apache,tansu]
 
@@ -154,10 +156,14 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
         ensure_topics(endpoint.bootstrap, {topic: PARTITIONS})
         produce_s = produce(endpoint.bootstrap, topic, payloads)
         overrides = endpoint.consumer_config(max_poll_records=2000, client_id="bench")
-        raw, raw_cpu = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
+        first = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
         rate, trips, cpu = service_consume(
             endpoint.bootstrap, redis_url, topic, len(payloads), overrides
         )
+        # The raw loop again after the service: a freshly started broker (JIT, page cache)
+        # slows the first pass; the faster of the two is the baseline, never the slower.
+        second = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
+        raw, raw_cpu = max(first, second)
     finally:
         if endpoint.server is not None:
             endpoint.server.stop()
@@ -167,6 +173,7 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
         "events": n,
         "events_per_s": round(rate, 1),
         "raw_consume_per_s": round(raw, 1),
+        "raw_passes_per_s": [round(first[0], 1), round(second[0], 1)],
         "ratio": round(rate / raw, 3),
         "redis_round_trips_per_1000": round(trips * 1000.0 / n, 3),
         "produce_per_s": round(n / produce_s, 1),
