@@ -124,7 +124,12 @@ def validate_redis_url(value: str, name: str = "REDIS_URL") -> str:
 
 # kafka-python consumer timeouts a deployment may tune (0 = the client's default); Tansu
 # needs short ones (recsys.infra.endpoints.TANSU_CONSUMER_OVERRIDES).
-KAFKA_CONSUMER_TIMEOUTS = ("max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms")
+KAFKA_CONSUMER_TIMEOUTS = (
+    "max_poll_interval_ms",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "fetch_max_wait_ms",
+)
 
 
 def kafka_consumer_env(env: Mapping[str, str]) -> dict[str, int]:
@@ -149,6 +154,8 @@ class KafkaConsumerSettings(Protocol):
     def session_timeout_ms(self) -> int: ...
     @property
     def heartbeat_interval_ms(self) -> int: ...
+    @property
+    def fetch_max_wait_ms(self) -> int: ...
     @property
     def metadata_max_age_ms(self) -> int: ...
 

@@ -77,6 +77,9 @@ class SentimentSettings:
     max_poll_interval_ms: int = 0
     session_timeout_ms: int = 0
     heartbeat_interval_ms: int = 0
+    # How long a fetch may wait on the broker for new records (0 = 500 ms, the client's
+    # default); brokers that only answer at the deadline need a short one (Tansu: 25).
+    fetch_max_wait_ms: int = 0
     # How often the consumer refreshes metadata even when nothing failed: short, so a
     # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
     metadata_max_age_ms: int = 5000
