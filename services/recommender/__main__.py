@@ -247,6 +247,13 @@ def freeze_heap() -> None:
     by reference counting when a swapped-out model's last request ends."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+# A request allocates a few hundred short-lived containers (protobuf wrappers, asyncio
+# callbacks) and no cycles worth chasing; the default young threshold (700) ran a
+# collection every couple of requests.
+GC_THRESHOLDS = (20_000, 50, 50)
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
