@@ -27,7 +27,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from recsys.errors import InvalidArgumentError, NotFoundError, RecsysError
 from recsys.store.base import FeatureStore
 from recsys.store.model import UserState
 from services.recommender.model import SOURCE_FOLDIN, SOURCE_POPULAR, Model, top_k, usable
+
+V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +298,29 @@ class TrendingCache:
         return rows, degraded
 
 
+class PerModelCache(Generic[V]):
+    """Per-user values derived from one model: replaced wholesale when another model is
+    asked about (a swap) or when ``limit`` users are held. Owner and values change in one
+    assignment, so a request never sees one model's values under another model."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._state: tuple[Model | None, dict[str, V]] = (None, {})
+
+    def get(self, model: Model, user_id: str, make: Callable[[], V]) -> V:
+        owner, values = self._state
+        if owner is not model:
+            values = {}
+            self._state = (model, values)
+        found = values.get(user_id)
+        if found is None:
+            found = make()
+            if len(values) >= self.limit:
+                values.clear()
+            values[user_id] = found
+        return found
+
+
 # ---------------------------------------------------------------------------- service
 class RecommenderService:
     def __init__(
@@ -310,8 +335,8 @@ class RecommenderService:
         self.reader = reader
         self.limits = limits or Limits()
         self.trending = TrendingCache(reader, self.limits.trending_cache_s, clock)
-        self._history: tuple[Model | None, dict[str, History]] = (None, {})
-        self._vectors: tuple[Model | None, dict[str, np.ndarray]] = (None, {})
+        self._history: PerModelCache[History] = PerModelCache(HISTORY_CACHE_USERS)
+        self._vectors: PerModelCache[np.ndarray] = PerModelCache(HISTORY_CACHE_USERS)
 
     def history(self, model: Model, user_id: str) -> History:
         """The user's training history (ids → weights, and their rows), cached per model.
@@ -321,20 +346,14 @@ class RecommenderService:
         ``HISTORY_CACHE_USERS`` users and is replaced wholesale when the model is swapped.
         Callers must not mutate what it returns.
         """
-        owner, cache = self._history
-        if owner is not model:
-            cache = {}
-            self._history = (model, cache)
-        found = cache.get(user_id)
-        if found is None:
+
+        def read() -> History:
             rows, raw = model.user_history_rows(user_id)
             ids = model.item_ids
             weights = dict(zip([ids[r] for r in rows.tolist()], raw.tolist(), strict=True))
-            found = History(weights, rows, raw)
-            if len(cache) >= HISTORY_CACHE_USERS:
-                cache.clear()
-            cache[user_id] = found
-        return found
+            return History(weights, rows, raw)
+
+        return self._history.get(model, user_id, read)
 
     def history_vector(self, model: Model, user_id: str, rows: np.ndarray,
                        raw: np.ndarray) -> np.ndarray:  # fmt: skip
@@ -344,17 +363,7 @@ class RecommenderService:
         the model is swapped, so the solve is done once (bit-identical to solving again).
         Same bound and lifetime as :meth:`history`; 256 bytes a user at 64 factors.
         """
-        owner, cache = self._vectors
-        if owner is not model:
-            cache = {}
-            self._vectors = (model, cache)
-        vector = cache.get(user_id)
-        if vector is None:
-            vector = model.recalculate_rows(rows, raw)
-            if len(cache) >= HISTORY_CACHE_USERS:
-                cache.clear()
-            cache[user_id] = vector
-        return vector
+        return self._vectors.get(model, user_id, lambda: model.recalculate_rows(rows, raw))
 
     # -- validation --------------------------------------------------------------------
     def _filters(self, filters: Filters, model: Model) -> Filters:
