@@ -7,7 +7,7 @@ same client settings: by a bare kafka-python loop (the raw rate), by the events
 service's own batch path (decode, validate, one Redis pipeline of scripts,
 commit), then by the bare loop again; the faster raw pass is the baseline (a
 freshly started broker slows whichever pass comes first). The whole process
-runs with the events service's GC settings (``tune_gc``). Rates are measured
+runs with the events service's GC settings (``recsys.runtime.settle_heap``). Rates are measured
 from the first record polled to the last one handled, so group-join time is
 left out of all three.
 
@@ -185,11 +185,11 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from services.events.__main__ import tune_gc
+    from recsys.runtime import settle_heap
 
     # The service process's GC settings, for the whole bench process: both the bare loop
     # and the service's loop run under them, so the comparison stays like for like.
-    tune_gc()
+    settle_heap()
     parser = argparse.ArgumentParser(prog="python -m bench.events_throughput")
     parser.add_argument("--quick", action="store_true", help="30k events (under a minute)")
     parser.add_argument("--events", type=int, default=None, help="default 200k (30k quick)")

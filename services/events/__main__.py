@@ -9,7 +9,6 @@ goes NOT_SERVING for good.
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import threading
@@ -22,6 +21,7 @@ from recsys.kafka_io import check_reachable, ensure_topics, make_consumer, make_
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
 from recsys.redis_io import make_redis
+from recsys.runtime import settle_heap
 from recsys.shutdown import install_stop_handlers
 from recsys.store import KeySchema
 from recsys.store.redis_store import RedisFeatureStore
@@ -48,22 +48,6 @@ def make_store(settings: EventsSettings) -> RedisFeatureStore:
     )
     store.load_scripts()
     return store
-
-
-# Young-generation collections between the loop's batches: kafka-python allocates several
-# container objects per record and almost none of them form cycles, so the default
-# threshold (700) runs a collection every few records for nothing. Measured with
-# `python -m bench.events_throughput --quick` (both passes under these settings): service
-# CPU per event 33-51 -> 27-36 µs, the bare poll loop 22-29 -> 20-23 µs.
-GC_THRESHOLDS = (20_000, 50, 50)
-
-
-def tune_gc() -> None:
-    """Freeze what start-up allocated (clients, settings, modules) out of every collection
-    and collect the young generation less often; the loop's garbage is short-lived."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(settings: EventsSettings, stop: threading.Event) -> int:
@@ -97,7 +81,7 @@ def run(settings: EventsSettings, stop: threading.Event) -> int:
         loop = EventsConsumer(
             settings, consumer, producer, store, health, consumer_factory=new_consumer
         )
-        tune_gc()
+        settle_heap()  # kafka-python's per-record garbage is short-lived
         loop.run(stop)
         log.info(
             "events service stopped",

@@ -20,7 +20,6 @@ model watcher and the Redis pool close.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -40,6 +39,7 @@ from recsys.errors import ConfigError, RecsysError
 from recsys.health import HealthState
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
+from recsys.runtime import settle_heap
 from recsys.shutdown import install_stop_handlers
 from services.recommender.config import RecommenderSettings, load_settings
 
@@ -192,7 +192,7 @@ def prepare(
         raise
 
     def on_swap(old: Any, new: Any) -> None:
-        freeze_heap()
+        settle_heap()  # the new model's objects out of every later collection
         if old is not None:
             metrics.MODEL_INFO.labels(old.version).set(0)
         metrics.MODEL_INFO.labels(new.version).set(1)
@@ -238,22 +238,6 @@ def attach(running: Running, prepared: Prepared) -> None:
     log.info("recommender serving", extra={"model_version": prepared.version,
                                            "items": prepared.items, "grpc_port": running.port,
                                            "pid": os.getpid()})  # fmt: skip
-
-
-def freeze_heap() -> None:
-    """Move everything alive now (the model's id maps and metadata: ~10^5-10^6 objects for a
-    large catalog) out of the cyclic GC's reach. A full collection over them took ~90 ms for
-    a 100k-item model, which every request caught in it paid; frozen objects are still freed
-    by reference counting when a swapped-out model's last request ends."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-# A request allocates a few hundred short-lived containers (protobuf wrappers, asyncio
-# callbacks) and no cycles worth chasing; the default young threshold (700) ran a
-# collection every couple of requests.
-GC_THRESHOLDS = (20_000, 50, 50)
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
