@@ -480,6 +480,68 @@ def commit_pending(consumer: Any, pending: dict[Any, int]) -> bool:
     return True
 
 
+class PausedBackoff:
+    """A consume loop's back-off on a failing dependency, with its partitions paused.
+
+    While it lasts the loop keeps polling (so the group keeps the member) with every
+    assigned partition paused, including partitions assigned meanwhile. Whatever ends it
+    (the dependency answering, or the coordinator saying the group rebalanced) must
+    :meth:`resume`: a member left paused never fetches its new partitions again.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def wait(self, consumer: Any, delay_s: float, stop: Any) -> bool:
+        """Back off for ``delay_s`` while staying in the group; False when asked to stop."""
+        if not self.active:
+            self.active = True
+            pause_assignment(consumer)
+        return poll_while_paused(consumer, delay_s, stop)
+
+    def resume(self, consumer: Any) -> None:
+        if self.active:
+            self.active = False
+            resume_assignment(consumer)
+
+    def on_assigned(self, consumer: Any, assigned: Sequence[Any]) -> None:
+        """From the rebalance listener: partitions given during a back-off wait too."""
+        if self.active and assigned:
+            consumer.pause(*assigned)
+
+
+def commit_until_done(
+    consumer: Any,
+    pending: dict[Any, int],
+    backoff: PausedBackoff,
+    stop: Any,
+    delays: Iterator[float],
+    on_error: Callable[[BaseException], None],
+    on_ok: Callable[[], None],
+) -> bool:
+    """Commit ``pending``, backing off on Kafka errors until it is done (True).
+
+    False when the group rebalanced (the new owner replays from the last commit) or when
+    ``stop`` is set during a back-off. Both of the coordinator's answers end the back-off.
+    """
+    from kafka.errors import KafkaError
+
+    while pending:
+        try:
+            committed = commit_pending(consumer, pending)
+        except KafkaError as exc:
+            on_error(exc)
+            if not backoff.wait(consumer, next(delays), stop):
+                return False
+            continue
+        if committed:
+            on_ok()
+        backoff.resume(consumer)
+        if not committed:
+            return False
+    return True
+
+
 def recreate_consumer(
     consumer: Any,
     factory: Callable[[], Any],

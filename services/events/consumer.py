@@ -29,18 +29,16 @@ from redis.exceptions import RedisError
 
 from recsys.health import HealthState
 from recsys.kafka_io import (
+    PausedBackoff,
     ProgressWatchdog,
     assigned_lag,
     backoff_delays,
     commit_on_revoke,
-    commit_pending,
+    commit_until_done,
     dead_letter_headers,
     group_joined,
-    pause_assignment,
-    poll_while_paused,
     rebalance_listener,
     recreate_consumer,
-    resume_assignment,
     wait_for_partitions,
 )
 from recsys.store import ApplyResult, FeatureEvent, FeatureStore, PendingApply
@@ -93,7 +91,7 @@ class EventsConsumer:
         self._commit_sent_at = 0.0
         self._commit_error: BaseException | None = None
         self._commit_token = 0  # bumped by every commit: a stale answer is ignored
-        self._paused = False
+        self._backoff = PausedBackoff()
         self._in_flight: _InFlight | None = None
         self._redis_ok = True
         self._kafka_ok = True
@@ -114,8 +112,7 @@ class EventsConsumer:
         log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        if self._paused and assigned:
-            self.consumer.pause(*assigned)
+        self._backoff.on_assigned(self.consumer, assigned)
         log.info(
             "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
         )
@@ -192,7 +189,7 @@ class EventsConsumer:
         Returns the reason when it rebuilt the consumer.
         """
         now = time.monotonic()
-        if self.consumer_factory is None or self._paused or not self.watchdog.due(now):
+        if self.consumer_factory is None or self._backoff.active or not self.watchdog.due(now):
             return None
         joined = group_joined(self.consumer)
         lagging = assigned_lag(self.consumer) if joined else None
@@ -225,7 +222,7 @@ class EventsConsumer:
         if consumer is None:
             return
         self.consumer = consumer
-        self._paused = False
+        self._backoff = PausedBackoff()  # the new consumer has nothing paused
         if self.wait_for_topic(stop):
             self.subscribe()
         self.watchdog.reset(time.monotonic())
@@ -348,16 +345,10 @@ class EventsConsumer:
 
     # --- retries ----------------------------------------------------------------------
     def _wait(self, delay: float, stop: threading.Event) -> bool:
-        """Back off for ``delay`` while staying in the group; False when asked to stop."""
-        if not self._paused:
-            self._paused = True
-            pause_assignment(self.consumer)
-        return poll_while_paused(self.consumer, delay, stop)
+        return self._backoff.wait(self.consumer, delay, stop)
 
     def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            resume_assignment(self.consumer)
+        self._backoff.resume(self.consumer)
 
     def _apply(self, events: list[FeatureEvent], stop: threading.Event) -> ApplyResult | None:
         delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
@@ -469,26 +460,21 @@ class EventsConsumer:
         for tp, offset in (sent or {}).items():
             if self._pending.get(tp, -1) < offset:
                 self._pending[tp] = offset
-        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
-        while self._pending:
-            try:
-                if not commit_pending(self.consumer, self._pending):
-                    # Rebalanced: the new owner replays; the store dedups. The coordinator
-                    # answered, so stop backing off: left paused, the partitions this member
-                    # was just given would stay paused (on_assigned) and the watchdog blind.
-                    self._resume()
-                    return False
-            except KafkaError as exc:
-                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
-                self._set(kafka_ok=False)
-                log.warning("commit failed; retrying", extra={"error": str(exc)})
-                if not self._wait(next(delays), stop):
-                    return False
-                continue
-            if not self._kafka_ok:
-                self._set(kafka_ok=True)
-            self._resume()
-        return True
+        # False when rebalanced: the new owner replays; the store dedups.
+        return commit_until_done(
+            self.consumer, self._pending, self._backoff, stop,
+            iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)),
+            self._commit_failed, self._kafka_answered,
+        )  # fmt: skip
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+        self._set(kafka_ok=False)
+        log.warning("commit failed; retrying", extra={"error": str(exc)})
+
+    def _kafka_answered(self) -> None:
+        if not self._kafka_ok:
+            self._set(kafka_ok=True)
 
     def _record_lag(self, plan: BatchPlan) -> None:
         for (topic, partition), offset in plan.offsets.items():

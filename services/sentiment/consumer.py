@@ -35,19 +35,17 @@ from recsys.health import HealthState
 from recsys.kafka_io import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_PROTOBUF,
+    PausedBackoff,
     ProgressWatchdog,
     assigned_lag,
     backoff_delays,
     commit_on_revoke,
-    commit_pending,
+    commit_until_done,
     dead_letter_headers,
     encode,
     group_joined,
-    pause_assignment,
-    poll_while_paused,
     rebalance_listener,
     recreate_consumer,
-    resume_assignment,
     wait_for_partitions,
 )
 from recsys.store import FeatureStore
@@ -112,7 +110,7 @@ class SentimentConsumer:
         self.health = health
         self.clock = clock
         self._pending: dict[TopicPartition, int] = {}
-        self._paused = False
+        self._backoff = PausedBackoff()
         self._ok = {"redis": True, "kafka": True, "model": True}
         self._content_type = (
             CONTENT_TYPE_JSON if settings.output_encoding == "json" else CONTENT_TYPE_PROTOBUF
@@ -131,8 +129,7 @@ class SentimentConsumer:
         commit_on_revoke(self.consumer, self._pending, revoked)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        if self._paused and assigned:
-            self.consumer.pause(*assigned)
+        self._backoff.on_assigned(self.consumer, assigned)
 
     # --- health -----------------------------------------------------------------------
     def _set(self, dependency: str, ok: bool) -> None:
@@ -191,7 +188,7 @@ class SentimentConsumer:
     def check_stall(self, stop: threading.Event) -> str | None:
         """Rebuild the consumer when stuck joining, or assigned with lag yet fed nothing."""
         now = time.monotonic()
-        if self.consumer_factory is None or self._paused or not self.watchdog.due(now):
+        if self.consumer_factory is None or self._backoff.active or not self.watchdog.due(now):
             return None
         joined = group_joined(self.consumer)
         lagging = assigned_lag(self.consumer) if joined else None
@@ -214,7 +211,7 @@ class SentimentConsumer:
         )
         if consumer is not None:
             self.consumer = consumer
-            self._paused = False
+            self._backoff = PausedBackoff()  # the new consumer has nothing paused
             if self.wait_for_topic(stop):
                 self.subscribe()
         self.watchdog.reset(time.monotonic())
@@ -355,33 +352,20 @@ class SentimentConsumer:
             return result
 
     def _wait(self, delay: float, stop: threading.Event) -> bool:
-        """Back off for ``delay`` while staying in the group; False when asked to stop."""
-        if not self._paused:
-            self._paused = True
-            pause_assignment(self.consumer)
-        return poll_while_paused(self.consumer, delay, stop)
+        return self._backoff.wait(self.consumer, delay, stop)
 
     def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            resume_assignment(self.consumer)
+        self._backoff.resume(self.consumer)
 
     def _commit(self, stop: threading.Event) -> bool:
-        delays = iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s))
-        while self._pending:
-            try:
-                if not commit_pending(self.consumer, self._pending):
-                    # Rebalanced: the new owner replays the batch. Stop backing off, or the
-                    # partitions just assigned stay paused (on_assigned) and the watchdog blind.
-                    self._resume()
-                    return False
-            except KafkaError as exc:
-                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
-                self._set("kafka", False)
-                log.warning("commit failed; retrying", extra={"error": str(exc)})
-                if not self._wait(next(delays), stop):
-                    return False
-                continue
-            self._set("kafka", True)
-            self._resume()
-        return True
+        """False when rebalanced: the new owner replays the batch."""
+        return commit_until_done(
+            self.consumer, self._pending, self._backoff, stop,
+            iter(backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)),
+            self._commit_failed, lambda: self._set("kafka", True),
+        )  # fmt: skip
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+        self._set("kafka", False)
+        log.warning("commit failed; retrying", extra={"error": str(exc)})
