@@ -7,25 +7,30 @@ the Redis keys once every event has been applied.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# The independent computation of the features, and the dump in comparable form (keys
+# renamed to P:...), shared with the fault suite.
+from bench.system_common import (
+    HALF_LIFE,
+    RECENT_CAP,
+    expected_event_features,
+    normalised_dump,
+)
 from recsys.events.v1 import events_pb2
 from recsys.infra.endpoints import KafkaEndpoint
 from recsys.kafka_io import REASON_HEADER, encode, ensure_topics, make_consumer, make_producer
 from recsys.store import KeySchema
-from recsys.store.redis_store import dump_features
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +43,6 @@ TYPES = {
     events_pb2.EVENT_TYPE_PURCHASE: "purchase",
     events_pb2.EVENT_TYPE_RATING: "rating",
 }
-RECENT_CAP = 20
-HALF_LIFE = 3600.0
-EPOCH = 946_684_800.0
 
 
 # --- producing ----------------------------------------------------------------------------
@@ -82,58 +84,6 @@ def produce(kafka: KafkaEndpoint, topic: str, events: list[Any], pace_s: float =
 
 
 # --- the expected features, computed independently ---------------------------------------
-def expected_features(events: list[Any], prefix: str) -> dict[str, Any]:
-    keys = KeySchema(prefix)
-    recent: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    weights: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    counters: dict[str, int] = defaultdict(int)
-    trend_terms: dict[str, list[float]] = defaultdict(list)
-    seen_ids: set[str] = set()
-    lam = math.log(2) / HALF_LIFE
-    for ev in events:
-        if ev.event_id in seen_ids:
-            continue
-        seen_ids.add(ev.event_id)
-        kind = TYPES[ev.event_type]
-        w = ev.value if kind == "rating" else WEIGHTS[kind]
-        ts = ev.event_time.seconds + ev.event_time.nanos / 1e9
-        recent[ev.user_id].append({"item": ev.item_id, "type": kind, "weight": w, "ts": ts})
-        weights[ev.user_id][ev.item_id] += w
-        counters[kind] += 1
-        if w > 0:
-            trend_terms[ev.item_id].append(math.log(w) + lam * (ts - EPOCH))
-    out: dict[str, Any] = {}
-    for user, rows in recent.items():
-        out[keys.recent(user)] = list(reversed(rows))[:RECENT_CAP]
-        out[keys.seen(user)] = sorted({r["item"] for r in rows})
-        out[keys.weights(user)] = dict(weights[user])
-    out[keys.counters()] = dict(counters)
-    trending = {}
-    for item, terms in trend_terms.items():
-        m = max(terms)
-        trending[item] = m + math.log(math.fsum(math.exp(t - m) for t in terms))
-    out[keys.trending()] = trending
-    return out
-
-
-def normalised_dump(client: Any, prefix: str) -> dict[str, Any]:
-    import json
-
-    keys = KeySchema(prefix)
-    raw = dump_features(client, keys)
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key.endswith(":recent"):
-            out[key] = [json.loads(v) for v in value]
-        elif key.endswith(":weights"):
-            out[key] = {k: float(v) for k, v in value.items()}
-        elif key == keys.counters():
-            out[key] = {k: int(v) for k, v in value.items()}
-        else:
-            out[key] = value
-    return out
-
-
 def assert_same_features(actual: dict[str, Any], expected: dict[str, Any]) -> None:
     assert sorted(actual) == sorted(expected)
     for key, value in expected.items():
@@ -143,10 +93,6 @@ def assert_same_features(actual: dict[str, Any], expected: dict[str, Any]) -> No
             assert [{**r, "ts": pytest.approx(r["ts"])} for r in value] == actual[key], key
         else:
             assert actual[key] == value, key
-
-
-def rename(dump: dict[str, Any], old: str, new: str) -> dict[str, Any]:
-    return {k.replace(old, new, 1): v for k, v in dump.items()}
 
 
 # --- the consumer as a subprocess --------------------------------------------------------
@@ -290,7 +236,7 @@ def test_replaying_a_movielens_subset_yields_independently_computed_features(
     assert len(produced) == 3000
     produced.sort(key=lambda e: (e.event_time.seconds, e.event_time.nanos))
     assert_same_features(
-        normalised_dump(redis_client, key_prefix), expected_features(produced, key_prefix)
+        normalised_dump(redis_client, key_prefix), expected_event_features(produced, "P")
     )
     assert '"serving": true' in consumer.log()
 
@@ -321,8 +267,8 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     killed_dump = normalised_dump(redis_client, kill_prefix)
     ref_dump = normalised_dump(redis_client, ref_prefix)
     assert applied_count(redis_client, kill_prefix) == n
-    assert_same_features(rename(killed_dump, kill_prefix, ref_prefix), ref_dump)
-    assert_same_features(ref_dump, expected_features(events, ref_prefix))
+    assert_same_features(killed_dump, ref_dump)
+    assert_same_features(ref_dump, expected_event_features(events, "P"))
     for prefix in (ref_prefix, kill_prefix):
         redis_client.delete(*redis_client.scan_iter(match=f"{prefix}:*", count=1000))
 
@@ -352,7 +298,7 @@ def test_two_consumers_share_partitions_and_a_killed_ones_move_to_the_other(
     assert first.terminate() == 0
     assert applied_count(redis_client, key_prefix) == n
     assert_same_features(
-        normalised_dump(redis_client, key_prefix), expected_features(events, key_prefix)
+        normalised_dump(redis_client, key_prefix), expected_event_features(events, "P")
     )
 
 
@@ -399,7 +345,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_no_event(
         channel.close()
     assert consumer.terminate() == 0
     assert applied_count(client, key_prefix) == n
-    assert_same_features(normalised_dump(client, key_prefix), expected_features(events, key_prefix))
+    assert_same_features(normalised_dump(client, key_prefix), expected_event_features(events, "P"))
     client.close()
 
 
@@ -457,5 +403,5 @@ def test_generated_bad_payloads_are_dead_lettered_and_good_events_around_them_ap
             "decode", "missing_id", "id_too_long", "bad_timestamp", "unknown_type", "bad_value"
         }  # fmt: skip
     assert_same_features(
-        normalised_dump(redis_client, key_prefix), expected_features(good, key_prefix)
+        normalised_dump(redis_client, key_prefix), expected_event_features(good, "P")
     )
