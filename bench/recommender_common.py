@@ -293,6 +293,17 @@ def wait_serving(
     raise RuntimeError(f"server at {target} not SERVING after {timeout_s}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the graceful drain), then SIGKILL of the whole session after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 @contextmanager
 def recommender(model_dir: Path, redis_url: str, prefix: str, work_dir: Path,
                 **env: str) -> Iterator[ServerProcess]:  # fmt: skip
@@ -329,13 +340,7 @@ def recommender(model_dir: Path, redis_url: str, prefix: str, work_dir: Path,
             time.sleep(0.2)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
 
 
 # ------------------------------------------------------------------ Kafka + events service
@@ -390,13 +395,7 @@ def events_service(kafka: Any, redis_url: str, topic: str, prefix: str, work_dir
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
 
 
 def applied_events(client: Any, prefix: str) -> int:

@@ -27,9 +27,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from bench.recommender_common import events_service
 from recsys.events.v1 import events_pb2
 from recsys.infra.endpoints import KafkaEndpoint
-from recsys.kafka_io import encode, ensure_topics, make_producer
+from recsys.kafka_io import encode, make_producer
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import FeatureEvent, KeySchema
@@ -480,35 +481,17 @@ def test_model_swap_under_continuous_load_fails_no_request(
 # ----------------------------------------------------------------------- click via Kafka
 def test_a_click_produced_to_kafka_changes_the_next_recommendation(
     serve: Callable[..., Server], kafka: KafkaEndpoint, redis_url: str, topic: str,
-    group_id: str, key_prefix: str, tmp_path: Path,
+    key_prefix: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    ensure_topics(kafka.bootstrap, {topic: 2, f"{topic}.dlq": 1})
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "REDIS_URL": redis_url,
-        "EVENTS_TOPIC": topic,
-        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
-        "EVENTS_GROUP_ID": group_id,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "GRPC_PORT": "0",
-        "METRICS_PORT": "0",
-        "EVENTS_CREATE_TOPICS": "false",
-        "EVENTS_POLL_TIMEOUT_MS": "100",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for key, value in kafka.consumer_overrides.items():
-        env[f"KAFKA_{key.upper()}"] = str(value)
-    log_path = tmp_path / "events.log"
-    with log_path.open("wb") as log:
-        events = subprocess.Popen(
-            [sys.executable, "-m", "services.events"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # the same events-service process the benchmarks run (SIGTERM, then SIGKILL, on exit)
+    log_path = tmp_path / f"events-{topic}.log"
+    with events_service(kafka, redis_url, topic, key_prefix, tmp_path) as events:
+        click_changes_recommendations(serve, kafka, topic, events, log_path)
+
+
+def click_changes_recommendations(serve: Callable[..., Server], kafka: KafkaEndpoint,
+                                  topic: str, events: subprocess.Popen[bytes],
+                                  log_path: Path) -> None:  # fmt: skip
     producer = make_producer(kafka.bootstrap, linger_ms=0)
     try:
         server = serve()
@@ -546,12 +529,6 @@ def test_a_click_produced_to_kafka_changes_the_next_recommendation(
         assert not {"i20", "i21", "i22"} & set(ids)
     finally:
         producer.close(timeout=5)
-        events.send_signal(signal.SIGTERM)
-        try:
-            events.wait(20)
-        except subprocess.TimeoutExpired:
-            events.kill()
-            events.wait(5)
 
 
 # ------------------------------------------------------------- the process: workers, SIGTERM
