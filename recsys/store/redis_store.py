@@ -541,6 +541,11 @@ def _bulk(arg: str) -> str:
     return f"${size}\r\n{arg}\r\n"
 
 
+def resp_command(*args: str) -> str:
+    """One command in RESP (an array of bulk strings), ready to encode and write."""
+    return f"*{len(args)}\r\n" + "".join(map(_bulk, args))
+
+
 def _entry_head(item_id: str, event_type: str, weight: float) -> str:
     """A recent-list entry up to its time: ``head + ts + "}"`` is ``FeatureEvent.recent_entry``."""
     return (

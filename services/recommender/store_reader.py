@@ -22,20 +22,11 @@ import time
 from typing import Any
 
 from recsys.store.model import UserState
-from recsys.store.redis_store import RedisFeatureStore
+from recsys.store.redis_store import RedisFeatureStore, resp_command
 
 
 def _text(value: str | bytes) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def resp_command(*args: str) -> str:
-    """One command in RESP (an array of bulk strings), ready to write to the socket."""
-    parts = [f"*{len(args)}\r\n"]
-    for arg in args:
-        size = len(arg) if arg.isascii() else len(arg.encode("utf-8"))
-        parts.append(f"${size}\r\n{arg}\r\n")
-    return "".join(parts)
 
 
 class RecommenderRedisStore(RedisFeatureStore):

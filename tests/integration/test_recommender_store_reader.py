@@ -16,8 +16,8 @@ import redis
 
 from recsys.redis_io import make_redis
 from recsys.store import FeatureEvent, KeySchema
-from recsys.store.redis_store import RedisFeatureStore
-from services.recommender.store_reader import RecommenderRedisStore, resp_command
+from recsys.store.redis_store import RedisFeatureStore, resp_command
+from services.recommender.store_reader import RecommenderRedisStore
 
 pytestmark = pytest.mark.integration
 
