@@ -57,6 +57,7 @@ local groups = cjson.decode(ARGV[11])
 local max_user = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local ttl = ARGV[5]
+local refresh_below = tonumber(ttl) - math.floor(tonumber(ttl) / 100)
 for u = 1, (#KEYS - base) / 4 do
   local ev = groups[u]
   local k = base + (u - 1) * 4
@@ -75,10 +76,14 @@ for u = 1, (#KEYS - base) / 4 do
     redis.call('ZREMRANGEBYSCORE', applied, '-inf', cutoff)
     local extra = redis.call('ZCARD', applied) - max_user
     if extra > 0 then redis.call('ZREMRANGEBYRANK', applied, 0, extra - 1) end
-    redis.call('EXPIRE', recent, ttl)
-    redis.call('EXPIRE', seen, ttl)
-    redis.call('EXPIRE', weights, ttl)
-    redis.call('EXPIRE', applied, ttl)
+    -- the four keys always get their TTL together, so one TTL read tells whether the
+    -- refresh is due: skipped while more than ttl - 1% is left (saves 3 calls a user)
+    if redis.call('TTL', recent) < refresh_below then
+      redis.call('EXPIRE', recent, ttl)
+      redis.call('EXPIRE', seen, ttl)
+      redis.call('EXPIRE', weights, ttl)
+      redis.call('EXPIRE', applied, ttl)
+    end
     ua = ua + n
   end
 end

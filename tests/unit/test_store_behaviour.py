@@ -305,3 +305,33 @@ def test_script_arguments_carry_each_event_once_with_the_exact_recent_entry() ->
         assert (event_id, item, kind) == (ev.event_id, ev.item_id, ev.event_type)
         assert float(weight) == ev.weight and float(ts) == ev.ts
         assert entry == ev.recent_entry()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", list(REDIS_LAYOUTS))
+def test_user_ttl_is_refreshed_for_all_four_keys_once_a_percent_has_passed(
+    layout: str, redis_client: Any, key_prefix: str
+) -> None:
+    from recsys.store.redis_store import RedisFeatureStore
+
+    keys = KeySchema(key_prefix)
+    cfg = StoreConfig(user_ttl_s=1000)
+    store = RedisFeatureStore(redis_client, keys, cfg, **REDIS_LAYOUTS[layout])
+    four = [keys.recent("u1"), keys.seen("u1"), keys.weights("u1"), keys.applied("u1")]
+    store.apply_events([ev(1)], now=T0)
+    assert all(990 < redis_client.ttl(k) <= 1000 for k in four)
+    # less than 1% of the TTL has passed: a write leaves the TTLs as they are
+    for k in four:
+        redis_client.expire(k, 995)
+    store.apply_events([ev(2)], now=T0 + 1)
+    assert all(redis_client.ttl(k) <= 995 for k in four)
+    # more than 1%: the write refreshes all four keys
+    for k in four:
+        redis_client.expire(k, 985)
+    store.apply_events([ev(3)], now=T0 + 2)
+    assert all(redis_client.ttl(k) > 995 for k in four)
+    # a replayed event writes nothing, so it refreshes nothing either
+    for k in four:
+        redis_client.expire(k, 900)
+    store.apply_events([ev(3)], now=T0 + 3)
+    assert all(redis_client.ttl(k) <= 900 for k in four)
