@@ -5,6 +5,9 @@ Protocols (documented with results in docs/evaluation.md):
 ``random``
     A seeded random 80/20 split of all ratings; every held-out rating is a positive. This is
     the setting of the published MovieLens-100K tables (MF P@10 0.366), so numbers compare.
+    With ``folds=K`` the ratings are cut into K disjoint random test parts (K-fold
+    cross-validation; K=5 is the published tables' u1..u5 setting) and the metrics are the
+    mean over folds: one split's sampling noise is as large as the gaps we care about.
 ``temporal``
     Per user, the last 20% of their events (by time) are held out; held-out ratings ≥ 4 are
     positives. Closer to deployment: the model predicts each user's *future*.
@@ -26,12 +29,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.errors import ConfigError
 from services.recommender.model import ItemMeta, Model, recency_weighted, top_k
 from services.recommender.training import TrainConfig, UserItemMatrix, train
 
@@ -115,6 +119,19 @@ def random_split(idx: np.ndarray, test_frac: float, seed: int) -> tuple[np.ndarr
     perm = rng.permutation(np.asarray(idx))
     n_test = round(len(perm) * test_frac)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def kfold_parts(idx: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """``folds`` disjoint random parts of the events ``idx`` covering each once (sorted).
+
+    The permutation is the one :func:`random_split` draws for the same seed, so with 5 folds
+    of a length divisible by 5 the first part is exactly the single 80/20 split's test set.
+    """
+    if folds < 1:
+        raise ConfigError(f"folds must be at least 1, not {folds}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(np.asarray(idx))
+    return [np.sort(part) for part in np.array_split(perm, folds)]
 
 
 def temporal_user_split(
@@ -463,21 +480,63 @@ def _factories(
 
 
 # ----------------------------------------------------------------- offline protocols
+def _rounded(models: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    return {name: {k: round(v, 4) for k, v in metrics.items()} for name, metrics in models.items()}
+
+
 @dataclass
 class ProtocolResult:
+    """One protocol's test metrics. For K-fold cross-validation (``folds`` > 1) ``models`` is
+    the mean over folds, ``std`` the sample standard deviation across folds and ``fold_results``
+    each fold's own result (its searches, chosen parameters and test metrics)."""
+
     protocol: str
     models: dict[str, dict[str, float]]
     searches: list[SearchResult]
     details: dict[str, Any]
+    folds: int = 1
+    std: dict[str, dict[str, float]] = field(default_factory=dict)
+    fold_results: list[ProtocolResult] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol,
-            "models": {
-                name: {k: round(v, 4) for k, v in metrics.items()}
-                for name, metrics in self.models.items()
-            },
-        }
+        """The JSON line; a single split keeps its original shape, K folds add ``folds``,
+        ``std`` and ``per_fold`` next to the (mean) ``models``."""
+        out: dict[str, Any] = {"protocol": self.protocol, "models": _rounded(self.models)}
+        if self.folds > 1:
+            out["folds"] = self.folds
+            out["std"] = _rounded(self.std)
+            out["per_fold"] = [
+                {"models": _rounded(r.models), "chosen": r.details.get("chosen", {})}
+                for r in self.fold_results
+            ]
+        return out
+
+
+def combine_folds(results: Sequence[ProtocolResult]) -> ProtocolResult:
+    """Mean and sample standard deviation (ddof 1) of every model's metrics over the folds."""
+    if not results:
+        raise ValueError("no fold results to combine")
+    first = results[0]
+    means: dict[str, dict[str, float]] = {}
+    stds: dict[str, dict[str, float]] = {}
+    for name, metrics in first.models.items():
+        means[name], stds[name] = {}, {}
+        for key in metrics:
+            values = np.array([r.models[name][key] for r in results], dtype=np.float64)
+            means[name][key] = float(values.mean())
+            stds[name][key] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    details: dict[str, Any] = {"folds": len(results)}
+    for key in first.details:
+        details[key] = [r.details[key] for r in results]
+    return ProtocolResult(
+        first.protocol,
+        means,
+        [s for r in results for s in r.searches],
+        details,
+        folds=len(results),
+        std=stds,
+        fold_results=list(results),
+    )
 
 
 def _split_for(
@@ -490,6 +549,22 @@ def _split_for(
     return tr, te, 4.0
 
 
+def offline_splits(
+    protocol: str, log_: EventLog, seed: int, folds: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) event indices per fold. One fold is the protocol's single 80/20 split;
+    K > 1 folds (random protocol only) test on each of :func:`kfold_parts`' K parts in turn
+    and train on the other K − 1."""
+    everything = np.arange(len(log_))
+    if folds == 1:
+        train_idx, test_idx, _ = _split_for(protocol, log_, everything, seed)
+        return [(train_idx, test_idx)]
+    if protocol != "random":
+        raise ConfigError(f"--folds > 1 is only defined for the random protocol, not {protocol!r}")
+    parts = kfold_parts(everything, folds, seed)
+    return [(np.sort(np.concatenate(parts[:f] + parts[f + 1 :])), parts[f]) for f in range(folds)]
+
+
 def run_offline(
     protocol: str,
     log_: EventLog,
@@ -499,14 +574,44 @@ def run_offline(
     fixed: Mapping[str, dict[str, Any]] | None = None,
     seed: int = 42,
     models: Sequence[str] = ("popularity", "itemknn", "bpr", "als"),
+    folds: int = 1,
+    on_fold: Callable[[int, int, ProtocolResult], None] | None = None,
 ) -> ProtocolResult:
     """Protocol ``random`` or ``temporal``: search on a validation split of the training part,
-    refit the best configuration on the whole training part, score once on test."""
+    refit the best configuration on the whole training part, score once on test.
+
+    ``folds`` > 1 (random only) does all of that once per fold — the search too, since a
+    validation split of one fold's training part holds other folds' test ratings — and
+    returns the mean over folds (:func:`combine_folds`). ``on_fold(f, folds, result)`` is
+    called as each fold finishes (progress for a long run)."""
     if protocol not in ("random", "temporal"):
         raise ValueError(f"offline protocol must be random or temporal, not {protocol!r}")
+    if folds < 1:
+        raise ConfigError(f"folds must be at least 1, not {folds}")
     base = base or TrainConfig()
-    everything = np.arange(len(log_))
-    train_idx, test_idx, min_rating = _split_for(protocol, log_, everything, seed)
+    results: list[ProtocolResult] = []
+    splits = offline_splits(protocol, log_, seed, folds)
+    for f, (train_idx, test_idx) in enumerate(splits):
+        result = _run_split(protocol, log_, train_idx, test_idx, base, tune, fixed, seed, models)
+        if on_fold is not None:
+            on_fold(f, len(splits), result)
+        results.append(result)
+    return results[0] if folds == 1 else combine_folds(results)
+
+
+def _run_split(
+    protocol: str,
+    log_: EventLog,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    base: TrainConfig,
+    tune: bool,
+    fixed: Mapping[str, dict[str, Any]] | None,
+    seed: int,
+    models: Sequence[str],
+) -> ProtocolResult:
+    """One train/test split: validation carved from ``train_idx`` only, then refit and test."""
+    min_rating = None if protocol == "random" else 4.0
     fit_idx, val_idx, _ = _split_for(protocol, log_, train_idx, seed + 1)
     train_m, fit_m = log_.matrix(train_idx), log_.matrix(fit_idx)
     test_pos = log_.matrix(test_idx, min_rating=min_rating)
