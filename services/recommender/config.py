@@ -90,6 +90,10 @@ class RecommenderSettings:
     startup_timeout_s: float = 60.0
     reload_interval_s: float = 5.0
     grace_s: float = 20.0
+    # Balancing is per connection (SO_REUSEPORT across workers, L4 Services across pods): a
+    # frontend's long-lived channel stays on one worker until it reconnects. A GOAWAY after
+    # this age (gRPC adds +-10% jitter) makes clients reconnect and re-spread. 0 = never.
+    max_connection_age_s: float = 300.0
     noop: bool = False
     tls: TlsSettings | None = None
 
@@ -142,6 +146,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> RecommenderSettings:
         startup_timeout_s=env_float(env, "STARTUP_TIMEOUT_S", 60.0, minimum=0.0),
         reload_interval_s=env_float(env, "RELOAD_INTERVAL_S", 5.0, minimum=0.0),
         grace_s=env_float(env, "GRACE_S", 20.0, minimum=0.0, maximum=3600.0),
+        max_connection_age_s=env_float(
+            env, "MAX_CONNECTION_AGE_S", 300.0, minimum=0.0, maximum=7 * 86400.0
+        ),
         noop=env_bool(env, "RECOMMENDER_NOOP", False),
         tls=_tls(env),
     )

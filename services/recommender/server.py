@@ -290,6 +290,16 @@ class LoopServer:
             self.loop.close()
 
 
+def connection_age_options(settings: RecommenderSettings) -> list[tuple[str, int]]:
+    """GOAWAY after ``MAX_CONNECTION_AGE_S``; calls in flight then get ``GRACE_S`` to finish."""
+    if settings.max_connection_age_s <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_s * 1000)),
+    ]
+
+
 def create_server(
     settings: RecommenderSettings,
     servicer: RecommenderServicer,
@@ -303,7 +313,8 @@ def create_server(
     ``SO_REUSEPORT`` is on so that several worker processes can bind the same port and the
     kernel spreads connections over them (the concurrency model, see docs/recommender.md).
     """
-    opts: list[tuple[str, Any]] = [("grpc.so_reuseport", 1), *(options or [])]
+    opts: list[tuple[str, Any]] = [("grpc.so_reuseport", 1), *connection_age_options(settings)]
+    opts += options or []
     address = f"{settings.host}:{settings.grpc_port if port is None else port}"
     creds = server_credentials(settings)  # read here: a bad file fails before any thread starts
 

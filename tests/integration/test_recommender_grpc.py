@@ -144,6 +144,27 @@ def clicks(store: RedisFeatureStore, user: str, items: list[str], weight: float 
 
 
 # ---------------------------------------------------------------------- health, reflection
+def test_old_connections_get_goaway_and_clients_reconnect_without_failed_calls(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(max_connection_age_s=0.5, grace_s=1.0)
+    states: list[grpc.ChannelConnectivity] = []
+    server.channel.subscribe(states.append, try_to_connect=True)
+    try:
+        deadline = time.monotonic() + 3.0
+        calls = 0
+        while time.monotonic() < deadline:
+            assert server.ids("u0")  # never fails across the GOAWAYs
+            calls += 1
+            time.sleep(0.02)
+    finally:
+        server.channel.unsubscribe(states.append)
+    # each GOAWAY sends the channel back through IDLE/CONNECTING to a fresh connection
+    ready = [i for i, s in enumerate(states) if s == grpc.ChannelConnectivity.READY]
+    assert len(ready) >= 3, states
+    assert calls > 50
+
+
 def test_health_serving_and_reflection_lists_the_service(serve: Callable[..., Server]) -> None:
     server = serve()
     check = server.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)

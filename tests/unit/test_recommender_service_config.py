@@ -21,6 +21,18 @@ def test_defaults() -> None:
     assert s.model_dir == "models"
 
 
+def test_connection_age_becomes_grpc_options_and_zero_turns_it_off() -> None:
+    from services.recommender.server import connection_age_options
+
+    s = load_settings({"MAX_CONNECTION_AGE_S": "60", "GRACE_S": "5"})
+    assert dict(connection_age_options(s)) == {
+        "grpc.max_connection_age_ms": 60_000,
+        "grpc.max_connection_age_grace_ms": 5_000,
+    }
+    assert load_settings({}).max_connection_age_s == 300.0
+    assert connection_age_options(load_settings({"MAX_CONNECTION_AGE_S": "0"})) == []
+
+
 def test_model_dir_follows_the_training_default() -> None:
     assert load_settings({"MODEL_STORE": "/m"}).model_dir == "/m"
     assert load_settings({"MODEL_STORE": "/m", "RECSYS_MODEL_DIR": "/r"}).model_dir == "/r"
@@ -34,6 +46,7 @@ def test_model_dir_follows_the_training_default() -> None:
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"FOLDIN_HISTORY": "avg"}, "FOLDIN_HISTORY"),
         ({"GRACE_S": "-1"}, "GRACE_S"),
+        ({"MAX_CONNECTION_AGE_S": "-5"}, "MAX_CONNECTION_AGE_S"),
         ({"TLS_CERT_FILE": "/nonexistent.pem"}, "TLS_CERT_FILE and TLS_KEY_FILE"),
         ({"TLS_CLIENT_CA_FILE": "/ca.pem"}, "TLS_CLIENT_CA_FILE needs"),
         ({"TLS_CERT_FILE": "/nonexistent.pem", "TLS_KEY_FILE": "/k.pem"}, "cannot be read"),
