@@ -93,3 +93,12 @@ def test_any_bytes_decode_or_raise_decode_error_only(raw: bytes, content_type: s
             decode(raw, headers, cls)
         except DecodeError as exc:
             assert exc.reason
+
+
+def test_kafka_python_checks_record_crcs_with_the_c_extension() -> None:
+    # the pure-Python CRC-32C is two thirds of kafka-python's per-record consume cost
+    # (docs/benchmarks.md); the crc32c extra must be installed wherever the services run
+    from kafka.record import util
+
+    assert util._crc32c is not util.crc32c_py
+    assert util.calc_crc32c(b"123456789") == 0xE3069283  # the standard check value
