@@ -12,6 +12,7 @@ from the first record polled to the last one handled, so group-join time is
 left out of all three.
 
     python -m bench.events_throughput [--quick] [--events N] [--brokers apache,tansu]
+    python -m bench.events_throughput --quick --null-store   # diagnostic: no Redis writes
 
 Ends with one JSON line (the first broker's figures at top level, every broker under
 "brokers").
@@ -99,9 +100,32 @@ def raw_consume(
     return n / elapsed, cpu / n
 
 
+class NullWrites:
+    """Diagnostic (``--null-store``): the real store with its event writes replaced by nothing.
+
+    What the service's loop costs without Redis: decode, validate, plan, commit. The gap
+    between this and the real run is Redis's share (its single thread on the same cores).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def begin_apply(self, events: Any, now: float | None = None) -> Any:
+        from recsys.store.model import ApplyResult, DoneApply
+
+        return DoneApply(ApplyResult(len(events), len(events), len(events)))
+
+    def apply_events(self, events: Any, now: float | None = None) -> Any:
+        return self.begin_apply(events, now).result()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def service_consume(
-    bootstrap: str, redis_url: str, topic: str, n: int, overrides: dict[str, Any]
-) -> tuple[float, int, float]:
+    bootstrap: str, redis_url: str, topic: str, n: int, overrides: dict[str, Any],
+    null_store: bool = False,
+) -> tuple[float, int, float]:  # fmt: skip
     """Events/s through the service's loop, Redis round trips made, CPU seconds per event."""
     from services.events.__main__ import make_store
     from services.events.config import load_settings
@@ -113,7 +137,9 @@ def service_consume(
          "EVENTS_GROUP_ID": group, "REDIS_KEY_PREFIX": group,
          "EVENTS_MAX_POLL_RECORDS": str(overrides["max_poll_records"])}
     )  # fmt: skip
-    store = make_store(settings)
+    store: Any = make_store(settings)
+    if null_store:
+        store = NullWrites(store)
     trips_before = store.round_trips
     consumer = make_consumer(bootstrap, group, **overrides)
     producer = make_producer(bootstrap)
@@ -148,7 +174,9 @@ def service_consume(
     return n / elapsed, trips, cpu / n
 
 
-def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> dict[str, Any]:
+def run_broker(
+    kind: str, payloads: list[bytes], redis_url: str, work: Path, null_store: bool = False
+) -> dict[str, Any]:
     from recsys.infra.launcher import start_kafka
 
     endpoint = start_kafka(kind, work / kind)  # type: ignore[arg-type]
@@ -159,7 +187,7 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
         overrides = endpoint.consumer_config(max_poll_records=2000, client_id="bench")
         first = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
         rate, trips, cpu = service_consume(
-            endpoint.bootstrap, redis_url, topic, len(payloads), overrides
+            endpoint.bootstrap, redis_url, topic, len(payloads), overrides, null_store
         )
         # The raw loop again after the service: a freshly started broker (JIT, page cache)
         # slows the first pass; the faster of the two is the baseline, never the slower.
@@ -171,6 +199,7 @@ def run_broker(kind: str, payloads: list[bytes], redis_url: str, work: Path) -> 
     n = len(payloads)
     return {
         "broker": kind,
+        **({"null_store": True} if null_store else {}),
         "events": n,
         "events_per_s": round(rate, 1),
         "raw_consume_per_s": round(raw, 1),
@@ -194,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="30k events (under a minute)")
     parser.add_argument("--events", type=int, default=None, help="default 200k (30k quick)")
     parser.add_argument("--brokers", default="apache,tansu")
+    parser.add_argument(
+        "--null-store", action="store_true",
+        help="diagnostic: skip the Redis writes (the loop's own ceiling; not the headline)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     n = args.events or (30_000 if args.quick else 200_000)
     from recsys.infra.launcher import start_redis
@@ -205,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         redis = start_redis(work / "redis", appendonly=False)
         try:
             for kind in [b.strip() for b in args.brokers.split(",") if b.strip()]:
-                result = run_broker(kind, payloads, redis.url, work)
+                result = run_broker(kind, payloads, redis.url, work, args.null_store)
                 print(json.dumps(result), file=sys.stderr)
                 runs.append(result)
         finally:
