@@ -111,6 +111,63 @@ def settled_latencies(details: list[dict[str, Any]], settle_s: float) -> list[fl
     return sorted(ms for t, ms in stamped if t >= start + settle_s)
 
 
+def ghz_report(
+    ghz: str,
+    target: str,
+    data: dict[str, Any],
+    *,
+    concurrency: int,
+    connections: int,
+    duration_s: float,
+    rps: int = 0,
+    cpus: int = 1,
+    call: str = RECOMMEND,
+) -> dict[str, Any]:
+    """One ghz run's JSON report (with per-request ``details``); ``rps=0``: unpaced."""
+    args = [
+        ghz, "--insecure", "--proto", str(ROOT / "protos" / PROTO),
+        "--import-paths", str(ROOT / "protos"), "--call", call,
+        "-d", json.dumps(data), "-c", str(concurrency), "--connections", str(connections),
+        "-z", f"{duration_s}s", "--cpus", str(cpus), "--timeout", "5s", "--format", "json",
+    ]  # fmt: skip
+    if rps:
+        args += ["--rps", str(rps)]
+    # ghz shares the two cores with the server: a tenth as many Go GC cycles (its heap is
+    # small) takes them out of the measured tail (p99 at half load 6.2-9.0 -> 5.0-6.3 ms
+    # in 4 A/B runs of 8 s at 750/s)
+    env = {**os.environ, "GOGC": os.environ.get("GHZ_GOGC", "1000")}
+    done = subprocess.run([*args, target], capture_output=True, text=True, check=False, env=env)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr[-2000:]}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    detail = report.get("errorDistribution") or {}
+    if detail:
+        log(f"  ghz errors (c={concurrency}): {dict(list(detail.items())[:3])}")
+    return report
+
+
+def ghz_status_counts(report: dict[str, Any]) -> dict[str, int]:
+    """Status counts of a ghz report, the calls ghz itself cut at its deadline apart.
+
+    ghz stops at the deadline by closing its connections: the requests in flight then (at
+    most -c of them) fail "transport is closing"; they are not answers of the server, so
+    they are counted as ``cut_at_end`` instead of ``Unavailable`` / ``Canceled``.
+    """
+    codes = dict(report.get("statusCodeDistribution") or {})
+    closing = sum(n for msg, n in (report.get("errorDistribution") or {}).items()
+                  if "closing" in msg or "canceled" in msg or "closed network" in msg)  # fmt: skip
+    if closing and codes.get("Unavailable", 0) + codes.get("Canceled", 0) >= closing:
+        for code in ("Unavailable", "Canceled"):
+            take = min(codes.get(code, 0), closing)
+            if take:
+                codes[code] -= take
+                closing -= take
+                codes["cut_at_end"] = codes.get("cut_at_end", 0) + take
+                if not codes[code]:
+                    del codes[code]
+    return codes
+
+
 def run_ghz(
     ghz: str,
     target: str,
@@ -128,42 +185,11 @@ def run_ghz(
 
     ``settle_s`` > 0: the run lasts that much longer, and the latency percentiles count only
     the requests sent after it (see :func:`settled_latencies`)."""
-    args = [
-        ghz, "--insecure", "--proto", str(ROOT / "protos" / PROTO),
-        "--import-paths", str(ROOT / "protos"), "--call", call,
-        "-d", json.dumps(data), "-c", str(concurrency), "--connections", str(connections),
-        "-z", f"{duration_s + settle_s}s", "--cpus", str(cpus), "--timeout", "5s",
-        "--format", "json",
-    ]  # fmt: skip
-    if rps:
-        args += ["--rps", str(rps)]
-    # ghz shares the two cores with the server: a tenth as many Go GC cycles (its heap is
-    # small) takes them out of the measured tail (p99 at half load 6.2-9.0 -> 5.0-6.3 ms
-    # in 4 A/B runs of 8 s at 750/s)
-    env = {**os.environ, "GOGC": os.environ.get("GHZ_GOGC", "1000")}
-    done = subprocess.run([*args, target], capture_output=True, text=True, check=False, env=env)
-    if done.returncode not in (0, 1) or not done.stdout.strip():
-        raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr[-2000:]}")
-    report = json.loads(done.stdout)
+    report = ghz_report(ghz, target, data, concurrency=concurrency, connections=connections,
+                        duration_s=duration_s + settle_s, rps=rps, cpus=cpus,
+                        call=call)  # fmt: skip
     lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
-    codes = dict(report.get("statusCodeDistribution") or {})
-    errors = {k: v for k, v in codes.items() if k != "OK"}
-    # ghz stops at the deadline by closing its connections: the requests in flight then
-    # (at most -c of them) fail "transport is closing"; they are not server errors.
-    closing = sum(n for msg, n in (report.get("errorDistribution") or {}).items()
-                  if "closing" in msg or "canceled" in msg or "closed network" in msg)  # fmt: skip
-    if closing and errors.get("Unavailable", 0) + errors.get("Canceled", 0) >= closing:
-        for code in ("Unavailable", "Canceled"):
-            take = min(errors.get(code, 0), closing)
-            if take:
-                errors[code] -= take
-                closing -= take
-                errors["cut_at_end"] = errors.get("cut_at_end", 0) + take
-                if not errors[code]:
-                    del errors[code]
-    detail = report.get("errorDistribution") or {}
-    if detail:
-        log(f"  ghz errors: {dict(list(detail.items())[:3])}")
+    errors = {k: v for k, v in ghz_status_counts(report).items() if k != "OK"}
     if settle_s > 0:
         steady = settled_latencies(report.get("details") or [], settle_s)
         return LoadResult("ghz", int(report["count"]), float(report["rps"]),

@@ -81,35 +81,12 @@ def _save(fig: Any, name: str) -> str:
 def _ghz_latencies(ghz: str, target: str, user: str, concurrency: int,
                    duration_s: float) -> tuple[list[float], float, dict[str, int]]:  # fmt: skip
     """(per-request latencies in ms, requests/s, status counts) of one ghz run."""
-    import subprocess
+    from bench.recommender_common import ghz_report, ghz_status_counts
 
-    from bench.recommender_common import PROTO, RECOMMEND
-
-    args = [ghz, "--insecure", "--proto", str(ROOT / "protos" / PROTO),
-            "--import-paths", str(ROOT / "protos"), "--call", RECOMMEND,
-            "-d", json.dumps({"user_id": user, "k": 10}), "-c", str(concurrency),
-            "--connections", str(min(concurrency, 4)), "-z", f"{duration_s}s", "--cpus", "1",
-            "--timeout", "5s", "--format", "json", target]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    report = json.loads(done.stdout)
+    report = ghz_report(ghz, target, {"user_id": user, "k": 10}, concurrency=concurrency,
+                        connections=min(concurrency, 4), duration_s=duration_s)  # fmt: skip
     lat = [d["latency"] / 1e6 for d in report.get("details") or [] if d.get("status") == "OK"]
-    codes = dict(report.get("statusCodeDistribution") or {})
-    # ghz ends a run by closing its connections: the calls in flight then fail
-    # "transport is closing" (at most -c of them); they are not answers of the server.
-    cut = sum(n for msg, n in (report.get("errorDistribution") or {}).items()
-              if "closing" in msg or "canceled" in msg)  # fmt: skip
-    for code in ("Unavailable", "Canceled"):
-        take = min(codes.get(code, 0), cut)
-        if take:
-            codes[code] -= take
-            cut -= take
-            codes["cut_at_end"] = codes.get("cut_at_end", 0) + take
-            if not codes[code]:
-                del codes[code]
-    detail = report.get("errorDistribution") or {}
-    if detail:
-        log(f"ghz errors (c={concurrency}): {dict(list(detail.items())[:3])}")
-    return lat, float(report["rps"]), codes
+    return lat, float(report["rps"]), ghz_status_counts(report)
 
 
 def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
