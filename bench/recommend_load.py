@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import tempfile
@@ -40,11 +39,13 @@ from typing import Any
 from bench.recommender_common import (
     LoadResult,
     ensure_ghz,
+    ghz_load_result,
+    ghz_report,
     log,
     ml100k_split,
+    percentile,
     recommender,
     redis_endpoint,
-    run_ghz,
     seed_ml100k_state,
     seed_synthetic_state,
     synthetic_model,
@@ -120,15 +121,9 @@ def run_python(target: str, users: list[str], *, concurrency: int, connections: 
             errors[key] = errors.get(key, 0) + n
     for p in procs:
         p.join()
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        if not latencies:
-            return math.nan
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-
-    return LoadResult("python", len(latencies), len(latencies) / duration_s, pct(0.5), pct(0.9),
-                      pct(0.99), errors)  # fmt: skip
+    ms = sorted(x * 1000 for x in latencies)
+    return LoadResult("python", len(ms), len(ms) / duration_s, percentile(ms, 0.5),
+                      percentile(ms, 0.9), percentile(ms, 0.99), errors)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the runs
@@ -143,9 +138,11 @@ class Driver:
             rps: int = 0, settle_s: float = 0.0) -> LoadResult:  # fmt: skip
         a = self.args
         if self.ghz is not None:
-            return run_ghz(self.ghz, target, template, concurrency=a.concurrency,
-                           connections=a.connections, duration_s=duration_s, rps=rps,
-                           cpus=a.ghz_cpus, settle_s=settle_s)  # fmt: skip
+            # a settled run lasts settle_s longer, so the tally still covers duration_s
+            report = ghz_report(self.ghz, target, template, concurrency=a.concurrency,
+                                connections=a.connections, duration_s=duration_s + settle_s,
+                                rps=rps, cpus=a.ghz_cpus)  # fmt: skip
+            return ghz_load_result(report, settle_s)
         return run_python(target, users, concurrency=a.concurrency, connections=a.connections,
                           duration_s=duration_s, rps=rps)  # fmt: skip
 
@@ -199,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs (about 1-2 minutes)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=None)
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds at the start of each half-load run left out of its "
-                        "percentiles (connection set-up); 0 counts every request")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds at the start of each half-load run left out of its "
+        "percentiles (connection set-up); 0 counts every request",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     # one connection per in-flight request, as from 16 frontend channels: SO_REUSEPORT hashes
     # each connection to a worker, and 8 connections split 1/7, 2/6 or 3/5 in 4 of 5 tries

@@ -86,7 +86,8 @@ class LoadResult:
         return out
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float:
+def percentile(sorted_ms: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted latencies; NaN for none."""
     if not sorted_ms:
         return float("nan")
     return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
@@ -168,33 +169,19 @@ def ghz_status_counts(report: dict[str, Any]) -> dict[str, int]:
     return codes
 
 
-def run_ghz(
-    ghz: str,
-    target: str,
-    data: dict[str, Any],
-    *,
-    concurrency: int,
-    connections: int,
-    duration_s: float,
-    rps: int = 0,
-    cpus: int = 1,
-    call: str = RECOMMEND,
-    settle_s: float = 0.0,
-) -> LoadResult:
-    """One ghz run; ``rps=0`` means as fast as ``concurrency`` in-flight requests allow.
+def ghz_load_result(report: dict[str, Any], settle_s: float = 0.0) -> LoadResult:
+    """A ghz report as a :class:`LoadResult`.
 
-    ``settle_s`` > 0: the run lasts that much longer, and the latency percentiles count only
-    the requests sent after it (see :func:`settled_latencies`)."""
-    report = ghz_report(ghz, target, data, concurrency=concurrency, connections=connections,
-                        duration_s=duration_s + settle_s, rps=rps, cpus=cpus,
-                        call=call)  # fmt: skip
+    ``settle_s`` > 0: the latency percentiles count only the requests sent ``settle_s`` or
+    more after the first (see :func:`settled_latencies`); the run should last that much
+    longer. The whole-run p99 is kept as ``p99_with_start_ms``."""
     lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
     errors = {k: v for k, v in ghz_status_counts(report).items() if k != "OK"}
     if settle_s > 0:
         steady = settled_latencies(report.get("details") or [], settle_s)
         return LoadResult("ghz", int(report["count"]), float(report["rps"]),
-                          _percentile(steady, 0.50), _percentile(steady, 0.90),
-                          _percentile(steady, 0.99), errors,
+                          percentile(steady, 0.50), percentile(steady, 0.90),
+                          percentile(steady, 0.99), errors,
                           p99_with_start_ms=lat.get(99, float("nan")))  # fmt: skip
     return LoadResult("ghz", int(report["count"]), float(report["rps"]),
                       lat.get(50, float("nan")), lat.get(90, float("nan")),
