@@ -7,15 +7,12 @@ the real-broker behaviour is covered by the integration tests.
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
+from test_events_core import Rec, click, rec
 
-from recsys.events.v1 import events_pb2
-from recsys.kafka_io import encode
 from recsys.store.memory import InMemoryFeatureStore
 from services.events.config import load_settings
 from services.events.consumer import EventsConsumer
@@ -23,24 +20,8 @@ from services.events.consumer import EventsConsumer
 TP = TopicPartition("t", 0)
 
 
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] | None
-
-
 def record(offset: int) -> Rec:
-    ev = events_pb2.ClickEvent(
-        event_id=f"e{offset}", user_id="u1", item_id=f"i{offset % 3}",
-        event_type=events_pb2.EVENT_TYPE_CLICK,
-    )  # fmt: skip
-    ev.event_time.FromSeconds(int(time.time()) - 10)
-    value, headers = encode(ev)
-    return Rec("t", 0, offset, b"u1", value, list(headers))
+    return rec(click(event_id=f"e{offset}", item_id=f"i{offset % 3}"), offset)
 
 
 class FakeConsumer:
