@@ -355,15 +355,23 @@ class RecommenderService:
 
         return self._history.get(model, user_id, read)
 
-    def history_vector(self, model: Model, user_id: str, rows: np.ndarray,
-                       raw: np.ndarray) -> np.ndarray:  # fmt: skip
+    def history_vector(self, model: Model, user_id: str, history: History) -> np.ndarray:
         """The user's vector folded in from the training history alone, cached per model.
 
         A user with no live state in Redis folds in the same rows on every request until
-        the model is swapped, so the solve is done once (bit-identical to solving again).
-        Same bound and lifetime as :meth:`history`; 256 bytes a user at 64 factors.
+        the model is swapped, so the merge and the solve are done once, on a miss
+        (bit-identical to doing them again). Zero when nothing is usable (``FOLDIN_HISTORY``
+        ``none``, or no known item). Same bound and lifetime as :meth:`history`; 256 bytes a
+        user at 64 factors.
         """
-        return self._vectors.get(model, user_id, lambda: model.recalculate_rows(rows, raw))
+
+        def solve() -> np.ndarray:
+            no_live = np.empty(0, dtype=np.int64)
+            rows, raw = merge_rows(history, no_live, no_live.astype(np.float64),
+                                   self.limits.history_mode)  # fmt: skip
+            return model.recalculate_rows(rows, raw)
+
+        return self._vectors.get(model, user_id, solve)
 
     # -- validation --------------------------------------------------------------------
     def _filters(self, filters: Filters, model: Model) -> Filters:
@@ -411,17 +419,19 @@ class RecommenderService:
         categories = list(filters.categories) or None
         if categories is None and (live or history.rows.size):
             live_rows = model.lookup_rows(live)
-            live_raw = np.fromiter(live.values(), dtype=np.float64, count=len(live))
-            rows, raw = merge_rows(history, live_rows, live_raw, lim.history_mode)
-            if rows.size:
-                # the live items are excluded by row already (unless include_seen)
-                rest = excluded if filters.include_seen else excluded.difference(live)
-                vector = (model.recalculate_rows(rows, raw) if live
-                          else self.history_vector(model, user_id, rows, raw))  # fmt: skip
-                result = self._foldin(model, user_id, vector, history, live_rows,
-                                      rest, k, filters.include_seen, degraded)  # fmt: skip
-                if result is not None:
-                    return result
+            if live:
+                live_raw = np.fromiter(live.values(), dtype=np.float64, count=len(live))
+                merged = merge_rows(history, live_rows, live_raw, lim.history_mode)
+                vector = model.recalculate_rows(*merged)
+            else:
+                vector = self.history_vector(model, user_id, history)
+            # the live items are excluded by row already (unless include_seen)
+            rest = excluded if filters.include_seen else excluded.difference(live)
+            # a zero vector (nothing usable to fold in) returns None: the general path below
+            result = self._foldin(model, user_id, vector, history, live_rows,
+                                  rest, k, filters.include_seen, degraded)  # fmt: skip
+            if result is not None:
+                return result
         weights = combine_weights(history.weights, live, lim.history_mode)
         live_exclude = excluded if filters.include_seen else excluded | set(live)
         exclude = live_exclude if filters.include_seen else live_exclude | set(weights)

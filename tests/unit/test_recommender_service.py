@@ -441,3 +441,12 @@ def test_history_only_vector_is_solved_once_per_model_and_dropped_on_swap() -> N
     counting(models[0])
     rec(service, "ua", 2)
     assert solves[-1] == "20250102T000000Z-00000002" and len(solves) == 2
+
+
+def test_history_mode_none_without_live_state_uses_the_trained_vector() -> None:
+    """FOLDIN_HISTORY=none folds in Redis weights only: a user with training history and
+    nothing live gets the trained vector (source "model"), not a fold-in of the history."""
+    none_service, _ = make_service(history_mode="none")
+    max_service, _ = make_service(history_mode="max")
+    assert rec(none_service, "ua", 2).source == "model"
+    assert rec(max_service, "ua", 2).source == "foldin"
