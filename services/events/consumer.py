@@ -259,12 +259,10 @@ class EventsConsumer:
         if not records:
             self.finish(stop)
             return 0
-        self.polled_at = started = time.perf_counter()
-        metrics.BATCH_SIZE.observe(len(records))
         # Planning is pure CPU and needs nothing from batch N: it too overlaps N's writes.
-        plan = plan_batch(records, self.clock(), self.settings.validation)
+        plan, self.polled_at = self._plan(records)
         self.finish(stop, wait_commit=False)
-        self._begin(plan, started, stop)
+        self._begin(plan, self.polled_at, stop)
         return len(records)
 
     def process(self, records: list[RawRecord], stop: threading.Event) -> bool:
@@ -275,9 +273,13 @@ class EventsConsumer:
 
     def start(self, records: list[RawRecord], stop: threading.Event) -> None:
         """Plan the batch, dead-letter its bad records, and send its writes (no waiting)."""
+        self._begin(*self._plan(records), stop)
+
+    def _plan(self, records: list[RawRecord]) -> tuple[BatchPlan, float]:
+        """Decode and validate a polled batch; with the time it started (its latency's start)."""
         started = time.perf_counter()
         metrics.BATCH_SIZE.observe(len(records))
-        self._begin(plan_batch(records, self.clock(), self.settings.validation), started, stop)
+        return plan_batch(records, self.clock(), self.settings.validation), started
 
     def _begin(self, plan: BatchPlan, started: float, stop: threading.Event) -> None:
         """Dead-letter a planned batch's bad records and send its writes (no waiting)."""
