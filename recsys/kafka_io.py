@@ -323,6 +323,17 @@ def assigned_lag(consumer: Any, timeout_ms: int = 2000) -> bool:
     return False
 
 
+def probe_stall(consumer: Any, watchdog: ProgressWatchdog) -> str | None:
+    """The watchdog's stall reason for ``consumer`` (None: not stuck).
+
+    Asks the consumer whether it joined its group and, if so, whether its partitions have
+    unread records: broker round trips, so call it only once ``watchdog.due``.
+    """
+    joined = group_joined(consumer)
+    lagging = assigned_lag(consumer) if joined else None
+    return watchdog.check(time.monotonic(), joined=joined, lagging=lagging)
+
+
 # --- consumer-group mechanics shared by the services' consume loops ---------------------
 # The events and sentiment consumers differ in what they do with a batch; how they stay in
 # their group while backing off, commit, and dead-letter is the same and lives here.

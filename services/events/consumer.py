@@ -31,12 +31,11 @@ from recsys.health import HealthState
 from recsys.kafka_io import (
     PausedBackoff,
     ProgressWatchdog,
-    assigned_lag,
     backoff_delays,
     commit_on_revoke,
     commit_until_done,
     dead_letter_headers,
-    group_joined,
+    probe_stall,
     rebalance_listener,
     recreate_consumer,
     wait_for_partitions,
@@ -191,9 +190,7 @@ class EventsConsumer:
         now = time.monotonic()
         if self.consumer_factory is None or self._backoff.active or not self.watchdog.due(now):
             return None
-        joined = group_joined(self.consumer)
-        lagging = assigned_lag(self.consumer) if joined else None
-        reason = self.watchdog.check(time.monotonic(), joined=joined, lagging=lagging)
+        reason = probe_stall(self.consumer, self.watchdog)
         if reason is not None:
             self.restart_consumer(reason, stop)
         return reason

@@ -37,13 +37,12 @@ from recsys.kafka_io import (
     CONTENT_TYPE_PROTOBUF,
     PausedBackoff,
     ProgressWatchdog,
-    assigned_lag,
     backoff_delays,
     commit_on_revoke,
     commit_until_done,
     dead_letter_headers,
     encode,
-    group_joined,
+    probe_stall,
     rebalance_listener,
     recreate_consumer,
     wait_for_partitions,
@@ -190,9 +189,7 @@ class SentimentConsumer:
         now = time.monotonic()
         if self.consumer_factory is None or self._backoff.active or not self.watchdog.due(now):
             return None
-        joined = group_joined(self.consumer)
-        lagging = assigned_lag(self.consumer) if joined else None
-        reason = self.watchdog.check(time.monotonic(), joined=joined, lagging=lagging)
+        reason = probe_stall(self.consumer, self.watchdog)
         if reason is None:
             return None
         metrics.CONSUMER_RESTARTS.labels(reason).inc()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from kafka import TopicPartition
 
-from recsys.kafka_io import ProgressWatchdog, assigned_lag, group_joined, wait_for_partitions
+from recsys.kafka_io import (
+    ProgressWatchdog,
+    assigned_lag,
+    group_joined,
+    probe_stall,
+    wait_for_partitions,
+)
 from services.events.config import load_settings as load_events_settings
 from services.events.consumer import EventsConsumer
 from services.sentiment.config import load_settings as load_sentiment_settings
@@ -134,6 +141,16 @@ def test_group_joined_and_assigned_lag() -> None:
     assert not assigned_lag(caught_up)
     behind = FakeConsumer(assignment={TP0}, ends={TP0: 5}, positions={TP0: 2})
     assert assigned_lag(behind)
+
+
+def test_probe_stall_feeds_the_consumers_state_to_the_watchdog() -> None:
+    stuck_since = time.monotonic() - 60.0
+    joining = FakeConsumer(coordinator=_Coordinator(rejoin=True))
+    assert probe_stall(joining, ProgressWatchdog(30.0, stuck_since)) == "join"
+    behind = FakeConsumer(assignment={TP0}, ends={TP0: 5}, positions={TP0: 2})
+    assert probe_stall(behind, ProgressWatchdog(30.0, stuck_since)) == "no_progress"
+    caught_up = FakeConsumer(assignment={TP0}, ends={TP0: 5}, positions={TP0: 5})
+    assert probe_stall(caught_up, ProgressWatchdog(30.0, stuck_since)) is None
 
 
 def test_consumers_refresh_metadata_every_few_seconds_by_default() -> None:
