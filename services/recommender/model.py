@@ -247,11 +247,8 @@ class Model:
     def _rows(self, user_items: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """Known items with positive weight as (rows, raw weights); unknown items are ignored
         because the model has no vector for them (they still count as seen for exclusion)."""
-        n = len(user_items)
-        get = self._item_row.get
-        rows = np.fromiter((get(i, -1) for i in user_items), dtype=np.int64, count=n)
-        vals = np.fromiter(user_items.values(), dtype=np.float64, count=n)
-        return usable(rows, vals)
+        vals = np.fromiter(user_items.values(), dtype=np.float64, count=len(user_items))
+        return usable(self.lookup_rows(user_items), vals)
 
     def _normal_matrix(
         self, rows: np.ndarray, raw: np.ndarray
@@ -440,7 +437,7 @@ class Model:
 
     def score_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """Scores of every item for a batch of user vectors (m × n_items)."""
-        out: np.ndarray = np.asarray(vectors, dtype=np.float32) @ np.asarray(self.item_factors).T
+        out: np.ndarray = np.asarray(vectors, dtype=np.float32) @ self._y.T
         return out
 
     # ------------------------------------------------------------ similar, explain
