@@ -221,8 +221,11 @@ def run_case(suite: Suite, case: str) -> CaseResult:
         exits = {svc.name: svc.terminate() for svc in services}
         result.counts["exit_codes_on_sigterm"] = exits
     stalls = result.counts.get("stall_restarts", {})
-    result.check("no consumer stalled", not stalls,
-                 f"restarted after {STALL_S:.0f} s without progress: {stalls or 'none'}")
+    result.check(
+        "no consumer stalled",
+        not stalls,
+        f"restarted after {STALL_S:.0f} s without progress: {stalls or 'none'}",
+    )
     if result.error is None:
         _verify(suite, case, result, names, client, producers)
         result.check("graceful shutdown", all(code == 0 for code in exits.values()),
@@ -521,8 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="6000 events and 600 feedback records per case (CI)")  # fmt: skip
-    parser.add_argument("--case", action="append", choices=list(CASES),
-                        help="run only these cases (the reference run always runs first)")
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=list(CASES),
+        help="run only these cases (the reference run always runs first)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(argv)

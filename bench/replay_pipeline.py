@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             redis_endpoint(work / "redis") as redis_url,
             kafka_endpoint(work / "kafka") as kafka,
             events_service(kafka, redis_url, topic, PREFIX, work),
-            recommender(store, redis_url, PREFIX, work, WORKERS=str(args.workers),
-                        MAX_K=str(K)) as srv,  # fmt: skip
+            recommender(
+                store, redis_url, PREFIX, work, WORKERS=str(args.workers), MAX_K=str(K)
+            ) as srv,  # fmt: skip
         ):
             producer = make_producer(kafka.bootstrap, linger_ms=2, client_id="bench-replay")
             redis = make_redis(redis_url)

@@ -202,8 +202,12 @@ def part_freshness(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
         for i in range(-20, n):  # the first 20: group join and first fetches, not measured
             user = f"u{rng.randrange(500)}"
             item = f"fresh-{i}"
-            msg = events_pb2.ClickEvent(event_id=f"{names.prefix}-{i}", user_id=user,
-                                        item_id=item, event_type=events_pb2.EVENT_TYPE_CLICK)
+            msg = events_pb2.ClickEvent(
+                event_id=f"{names.prefix}-{i}",
+                user_id=user,
+                item_id=item,
+                event_type=events_pb2.EVENT_TYPE_CLICK,
+            )
             msg.event_time.FromNanoseconds(time.time_ns())
             value, headers = encode(msg)
             t0 = time.perf_counter()

@@ -210,7 +210,7 @@ def normalised_dump(client: Any, prefix: str) -> dict[str, Any]:
             v = {"avg": float(value.get("avg", "nan")), "n": float(value.get("n", "nan"))}
         else:
             v = value
-        out["P" + key[len(prefix):]] = v
+        out["P" + key[len(prefix) :]] = v
     return out
 
 
@@ -259,7 +259,11 @@ class Service:
     def spawn(self) -> Service:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.starts += 1

@@ -299,8 +299,9 @@ class Demo:
                         self.held[user].append((int(e), sample))
                     elif sample:
                         self.held[user] = []
-                        futures.append(pool.submit(self._hr_sample, user, int(e),
-                                                   self.last_event.get(user)))
+                        futures.append(
+                            pool.submit(self._hr_sample, user, int(e), self.last_event.get(user))
+                        )
                     else:
                         self._produce(user, int(e))
                 now = time.perf_counter()
@@ -591,9 +592,11 @@ class Demo:
         suppressed = self.redis.zscore(KeySchema(self.prefix).suppressed(user), victim)
         say(f"  user {user}'s list after a negative review of '{title(self.model, victim)}': "
             f"{' | '.join(title(self.model, i, 22) for i in after[:SHOW])}")  # fmt: skip
-        say(f"  → {'removed' if removed else 'NOT removed'}"
+        say(
+            f"  → {'removed' if removed else 'NOT removed'}"
             + (f" within {removal_ms:.0f} ms of sending" if removal_ms else "")
-            + f"; suppressed in Redis: {suppressed is not None}")
+            + f"; suppressed in Redis: {suppressed is not None}"
+        )
         agree = sum(labels.get(fid) == exp for fid, _, _, _, exp in sends)
         self.summary.update(
             feedback_sent=len(sends),
@@ -687,34 +690,65 @@ def register(sub: Any) -> None:
         help="tansu: embedded, no Java (default); apache: real Apache Kafka (needs Java+Maven); "
         "external: KAFKA_BOOTSTRAP_SERVERS",
     )
-    parser.add_argument("--events", type=int, default=0,
-                        help="timeline events to replay after the training cut (default 0: all "
-                             "of them, 50000 with the default --train-frac)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short run (2000 events) for smoke tests")
-    parser.add_argument("--train-frac", type=float, default=0.5,
-                        help="share of the timeline the recommender is trained on")
-    parser.add_argument("--max-lag", type=int, default=1000,
-                        help="most events produced but not yet applied")
-    parser.add_argument("--hr-every", type=int, default=20,
-                        help="ask Recommend before every Nth replayed event (HR@10)")
-    parser.add_argument("--hr-workers", type=int, default=16,
-                        help="HR@10 samples waited on at once")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        help="timeline events to replay after the training cut (default 0: all "
+        "of them, 50000 with the default --train-frac)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (2000 events) for smoke tests"
+    )
+    parser.add_argument(
+        "--train-frac",
+        type=float,
+        default=0.5,
+        help="share of the timeline the recommender is trained on",
+    )
+    parser.add_argument(
+        "--max-lag", type=int, default=1000, help="most events produced but not yet applied"
+    )
+    parser.add_argument(
+        "--hr-every",
+        type=int,
+        default=20,
+        help="ask Recommend before every Nth replayed event (HR@10)",
+    )
+    parser.add_argument(
+        "--hr-workers", type=int, default=16, help="HR@10 samples waited on at once"
+    )
     parser.add_argument("--tracked", type=int, default=3, help="users whose clicks are shown")
-    parser.add_argument("--probe-interval", type=float, default=0.2,
-                        help="seconds between freshness clicks")
-    parser.add_argument("--idle-clicks", type=int, default=30,
-                        help="freshness clicks after the replay, one at a time")
-    parser.add_argument("--show-every", type=float, default=6.0,
-                        help="seconds between shown clicks of tracked users")
-    parser.add_argument("--status-every", type=float, default=2.0,
-                        help="seconds between status lines")
-    parser.add_argument("--sentiment-model-dir",
-                        help="sentiment SavedModel base dir (default: $SENTIMENT_MODEL_DIR, the "
-                             "default model dir if it has a model, else a reduced model "
-                             "trained into the cache)")
-    parser.add_argument("--sentiment-max-train", type=int, default=3000,
-                        help="texts per language for the reduced sentiment model")
+    parser.add_argument(
+        "--probe-interval", type=float, default=0.2, help="seconds between freshness clicks"
+    )
+    parser.add_argument(
+        "--idle-clicks",
+        type=int,
+        default=30,
+        help="freshness clicks after the replay, one at a time",
+    )
+    parser.add_argument(
+        "--show-every",
+        type=float,
+        default=6.0,
+        help="seconds between shown clicks of tracked users",
+    )
+    parser.add_argument(
+        "--status-every", type=float, default=2.0, help="seconds between status lines"
+    )
+    parser.add_argument(
+        "--sentiment-model-dir",
+        help="sentiment SavedModel base dir (default: $SENTIMENT_MODEL_DIR, the "
+        "default model dir if it has a model, else a reduced model "
+        "trained into the cache)",
+    )
+    parser.add_argument(
+        "--sentiment-max-train",
+        type=int,
+        default=3000,
+        help="texts per language for the reduced sentiment model",
+    )
     parser.add_argument("--sentiment-epochs", type=int, default=3)
     parser.add_argument("--feedback-timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=11)

@@ -111,8 +111,10 @@ class ModelWatcher:
                 self.on_error(version, exc)
             return False
         self.holder.swap(model)
-        log.info("model loaded", extra={"version": version,
-                                        "load_s": round(time.perf_counter() - started, 3)})
+        log.info(
+            "model loaded",
+            extra={"version": version, "load_s": round(time.perf_counter() - started, 3)},
+        )
         return True
 
     def _run(self) -> None:

@@ -288,8 +288,12 @@ class TrendingCache:
     def get(self, n: int) -> tuple[list[tuple[str, float]], bool]:
         entry = self._entry  # one read: another thread may replace it
         now = self.clock()
-        if entry is not None and now - entry[0] < self.ttl_s and (
-            entry[1] >= n or len(entry[2]) < entry[1]  # a short list means there is no more
+        if (
+            entry is not None
+            and now - entry[0] < self.ttl_s
+            and (
+                entry[1] >= n or len(entry[2]) < entry[1]  # a short list means there is no more
+            )
         ):
             return entry[2][:n], False
         rows, degraded = self.reader.trending(n)
@@ -542,8 +546,8 @@ class RecommenderService:
             k + len(exclude),
             filter_categories=list(filters.categories) or None,
         )
-        reason = REASON_CONTENT if model.cold_items[model.item_row(item_id)] else (
-            REASON_COLLABORATIVE
+        reason = (
+            REASON_CONTENT if model.cold_items[model.item_row(item_id)] else (REASON_COLLABORATIVE)
         )
         items = [
             ScoredItem(i, float(s), reason)

@@ -21,9 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow,
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c != "none"])
-def test_fault_loses_nothing_and_clients_see_only_unavailable(
-    fault_suite: Any, case: str
-) -> None:
+def test_fault_loses_nothing_and_clients_see_only_unavailable(fault_suite: Any, case: str) -> None:
     result = run_case(fault_suite, case)
     print(result.report())
     assert result.error is None, result.report()
