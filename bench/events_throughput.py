@@ -1,7 +1,7 @@
 """End-to-end events/s (Kafka -> Redis features) vs the raw kafka-python consume rate.
 
 For each broker (the real Apache Kafka and Tansu, started here from
-``recsys.infra``), the same synthetic click records are produced once, then
+``recsys_tools.infra``), the same synthetic click records are produced once, then
 read twice in this one process, each time by a fresh consumer group with the
 same client settings: by a bare kafka-python loop (the raw rate), by the events
 service's own batch path (decode, validate, one Redis pipeline of scripts,
@@ -177,7 +177,7 @@ def service_consume(
 def run_broker(
     kind: str, payloads: list[bytes], redis_url: str, work: Path, null_store: bool = False
 ) -> dict[str, Any]:
-    from recsys.infra.launcher import start_kafka
+    from recsys_tools.infra.launcher import start_kafka
 
     endpoint = start_kafka(kind, work / kind)  # type: ignore[arg-type]
     try:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     n = args.events or (30_000 if args.quick else 200_000)
-    from recsys.infra.launcher import start_redis
+    from recsys_tools.infra.launcher import start_redis
 
     payloads = synthetic_events(n)
     runs = []

@@ -170,7 +170,7 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     log_dir = suite.work_dir / case
     log_dir.mkdir(parents=True, exist_ok=True)
     infra = suite.infra
-    from recsys.infra.process import free_port
+    from recsys_tools.infra.process import free_port
 
     make_topics(infra, names)
     events = events_service(infra, names, log_dir)

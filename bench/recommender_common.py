@@ -192,7 +192,7 @@ def ghz_load_result(report: dict[str, Any], settle_s: float = 0.0) -> LoadResult
 @contextmanager
 def redis_endpoint(work_dir: Path) -> Iterator[str]:
     """``REDIS_URL`` if set, else a private redis-server stopped on exit."""
-    from recsys.infra.launcher import start_redis
+    from recsys_tools.infra.launcher import start_redis
 
     endpoint = start_redis(work_dir, appendonly=False)
     try:
@@ -211,7 +211,7 @@ class Ml100k:
 
 
 def ml100k_split(train_frac: float) -> Ml100k:
-    from recsys.data.movielens import load_ml100k
+    from recsys_tools.data.movielens import load_ml100k
     from services.recommender.evaluation import event_log_from_movielens, time_split
 
     log_ = event_log_from_movielens(load_ml100k())
@@ -408,8 +408,8 @@ def recommender(model_dir: Path, redis_url: str, prefix: str, work_dir: Path,
 def kafka_endpoint(work_dir: Path) -> Iterator[Any]:
     """``KAFKA_BOOTSTRAP_SERVERS`` if set, else Apache Kafka when java is available, else
     the embedded Tansu broker (same choice as the test fixtures); stopped on exit."""
-    from recsys.infra.apache_kafka import jars_present, kafka_version
-    from recsys.infra.launcher import resolve_kafka_kind, start_kafka
+    from recsys_tools.infra.apache_kafka import jars_present, kafka_version
+    from recsys_tools.infra.launcher import resolve_kafka_kind, start_kafka
 
     env = dict(os.environ)
     kind = resolve_kafka_kind(env, jars_cached=jars_present(kafka_version(env), env))

@@ -64,8 +64,8 @@ def run(minutes: float, work: Path, sample_s: float, plot: Path | None) -> dict[
     sent_model = sentiment_model(work)
     load = workload(20000, 2000, anchor=time.time() - 120)
     with infrastructure(work) as infra:
-        from recsys.infra.process import free_port
         from recsys.redis_io import make_redis
+        from recsys_tools.infra.process import free_port
 
         names = StackNames.for_run(f"soak-{int(time.time())}")
         make_topics(infra, names)

@@ -91,8 +91,8 @@ def _ghz_latencies(ghz: str, target: str, user: str, concurrency: int,
 
 def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     from bench.recommender_common import ensure_ghz
-    from recsys.infra.process import free_port
     from recsys.redis_io import make_redis
+    from recsys_tools.infra.process import free_port
 
     ghz = ensure_ghz()
     if ghz is None:

@@ -56,8 +56,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
 # ------------------------------------------------------------------------ infrastructure
 @dataclass
 class Infra:
-    kafka: Any  # recsys.infra.endpoints.KafkaEndpoint
-    redis: Any  # recsys.infra.redis_server.RedisServer
+    kafka: Any  # recsys_tools.infra.endpoints.KafkaEndpoint
+    redis: Any  # recsys_tools.infra.redis_server.RedisServer
     work_dir: Path
 
     @property
@@ -76,9 +76,9 @@ class Infra:
 @contextlib.contextmanager
 def infrastructure(work_dir: Path, *, require_apache: bool = True) -> Iterator[Infra]:
     """Apache Kafka (restartable, same ports and data) and an appendonly redis-server."""
-    from recsys.infra.apache_kafka import jars_present, kafka_version
-    from recsys.infra.launcher import resolve_kafka_kind, start_kafka
-    from recsys.infra.redis_server import RedisServer
+    from recsys_tools.infra.apache_kafka import jars_present, kafka_version
+    from recsys_tools.infra.launcher import resolve_kafka_kind, start_kafka
+    from recsys_tools.infra.redis_server import RedisServer
 
     env = dict(os.environ)
     kind = "apache" if require_apache else resolve_kafka_kind(
@@ -105,8 +105,8 @@ class Workload:
 
 def movielens_events(n: int, anchor: float) -> list[Any]:
     """The first ``n`` ML-100K ratings as rating events, the last one stamped ``anchor``."""
-    from recsys.data.fetch import fetch
-    from recsys.data.movielens import load_ml100k
+    from recsys_tools.data.fetch import fetch
+    from recsys_tools.data.movielens import load_ml100k
     from services.events.replay import fast_events, ratings_from_interactions
 
     fetch(["ml-100k"], progress=False)
@@ -417,7 +417,7 @@ def events_service(infra: Infra, names: StackNames, log_dir: Path, index: int = 
 
 
 def sentiment_service(infra: Infra, names: StackNames, log_dir: Path, model_dir: Path) -> Service:
-    from recsys.infra.process import free_port
+    from recsys_tools.infra.process import free_port
 
     port = free_port()  # a fixed port, so readiness is the gRPC health answer
     env = base_env(infra, names) | {

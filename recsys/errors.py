@@ -1,52 +1,66 @@
 """Error types shared by the services.
 
 Each error carries enough to be acted on: configuration errors name the setting
-to change, and domain errors know the gRPC status code they map to, so the
-transport layer never has to guess.
+to change, and domain errors carry the name of the canonical status they map to
+(``status``: "INVALID_ARGUMENT", "NOT_FOUND" ...), so the transport layer never has
+to guess. The names are those of google.rpc.Code; this module imports no transport,
+so the pure cores that raise these errors stay free of gRPC.
+:func:`recsys.grpc_status.grpc_code` is the one place that turns a name into a
+``grpc.StatusCode``.
 """
 
 from __future__ import annotations
 
-import grpc
+from typing import Literal
+
+# The canonical status names this project raises (google.rpc.Code), by name so that a
+# second transport (HTTP) can map the same names.
+Status = Literal[
+    "INTERNAL",
+    "FAILED_PRECONDITION",
+    "UNAVAILABLE",
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+]
 
 
 class RecsysError(Exception):
     """Base class: every error raised on purpose by this project."""
 
-    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: Status = "INTERNAL"
 
 
 class ConfigError(RecsysError):
     """Configuration is missing or invalid; the message says what to set."""
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    status: Status = "FAILED_PRECONDITION"
 
 
 class InfraError(RecsysError):
     """A local infrastructure process (Kafka, Redis) could not be started or reached."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    status: Status = "UNAVAILABLE"
 
 
 class DataError(RecsysError):
     """A data set is missing, corrupt (checksum mismatch) or malformed."""
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    status: Status = "FAILED_PRECONDITION"
 
 
 class InvalidArgumentError(RecsysError):
     """The caller sent a request that can never succeed as sent."""
 
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    status: Status = "INVALID_ARGUMENT"
 
 
 class NotFoundError(RecsysError):
     """The request names an entity (item, user, model) that does not exist."""
 
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    status: Status = "NOT_FOUND"
 
 
 class UnavailableError(RecsysError):
     """A dependency is down; the caller may retry."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    status: Status = "UNAVAILABLE"

@@ -123,7 +123,7 @@ def validate_redis_url(value: str, name: str = "REDIS_URL") -> str:
 
 
 # kafka-python consumer timeouts a deployment may tune (0 = the client's default); Tansu
-# needs short ones (recsys.infra.endpoints.TANSU_CONSUMER_OVERRIDES).
+# needs short ones (recsys_tools.infra.endpoints.TANSU_CONSUMER_OVERRIDES).
 KAFKA_CONSUMER_TIMEOUTS = (
     "max_poll_interval_ms",
     "session_timeout_ms",

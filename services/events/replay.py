@@ -48,7 +48,7 @@ class Rating:
 
 
 def ratings_from_interactions(interactions: Any, limit: int | None = None) -> list[Rating]:
-    """Rows of ``recsys.data.movielens.Interactions`` (already in time order)."""
+    """Rows of ``recsys_tools.data.movielens.Interactions`` (already in time order)."""
     n = len(interactions) if limit is None else min(limit, len(interactions))
     return [
         Rating(

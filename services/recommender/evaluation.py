@@ -90,7 +90,7 @@ def _id_sort_key(value: str) -> tuple[int, int, str]:
 
 
 def event_log_from_movielens(ml: Any) -> EventLog:
-    """From ``recsys.data.movielens.MovieLens``; the catalogue is every item with metadata."""
+    """From ``recsys_tools.data.movielens.MovieLens``; the catalogue is every item with metadata."""
     inter = ml.interactions
     order = np.lexsort((np.arange(len(inter)), inter.timestamps))  # stable time order
     user_ids = sorted({str(u) for u in inter.user_ids} | set(ml.users), key=_id_sort_key)

@@ -2,7 +2,7 @@
 
 Nothing here decides what to recommend (that is ``service.py``). The servicer converts the
 request, calls the service, converts the answer, and maps errors in one place: a
-:class:`~recsys.errors.RecsysError` becomes ``context.abort(err.grpc_code, message)``; anything
+:class:`~recsys.errors.RecsysError` becomes ``context.abort(grpc_code(err), message)``; anything
 else is a bug, logged with its traceback and answered ``INTERNAL`` without leaking details.
 
 The server is ``grpc.aio`` on one event loop per process, and the RPC methods are
@@ -33,6 +33,7 @@ import grpc
 import grpc.aio
 
 from recsys.errors import RecsysError, UnavailableError
+from recsys.grpc_status import grpc_code
 from recsys.health import HealthState, add_health_and_reflection
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
@@ -150,7 +151,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
                 try:
                     return work()
                 except RecsysError as exc:
-                    code, message = exc.grpc_code, str(exc)
+                    code, message = grpc_code(exc), str(exc)
                 except Exception:
                     code = grpc.StatusCode.INTERNAL
                     message = "internal error; the server log has the details"
@@ -205,7 +206,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         for r in results:
             w = out.widgets.add(widget_id=r.widget_id)
             if r.error is not None:
-                w.error_code = r.error.grpc_code.value[0]
+                w.error_code = grpc_code(r.error).value[0]
                 w.error_message = str(r.error)
             elif isinstance(r.result, RecommendResult):
                 _count(r.result, "BatchRecommend")

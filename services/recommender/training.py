@@ -5,7 +5,7 @@ ratings); the confidence weighting (BM25 by default) is fitted on it and saved w
 so that fold-in applies the same transform. The raw matrix is kept as the users' training
 history (for excluding seen items and for explanations).
 
-Sources: a data set (MovieLens via ``recsys.data``), a CSV of ``user,item,weight``, or the
+Sources: a data set (MovieLens via ``recsys_tools.data``), a CSV of ``user,item,weight``, or the
 per-user weights hashes the events service keeps in Redis (:func:`read_redis_weights`).
 """
 
@@ -368,7 +368,7 @@ def _train(
 
 
 def items_from_movielens(items: Mapping[str, Any]) -> dict[str, ItemMeta]:
-    """``recsys.data`` ItemInfo → ItemMeta (duck-typed so this module need not import it)."""
+    """``recsys_tools.data`` ItemInfo → ItemMeta (duck-typed so this module need not import it)."""
     return {
         item_id: ItemMeta(item_id, info.title, info.year, tuple(info.genres))
         for item_id, info in items.items()

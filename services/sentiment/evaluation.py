@@ -1,7 +1,7 @@
 """Seeded splits, training run, and the evaluation against TF-IDF baselines.
 
 Splits are made per language (stratified 80/10/10, seed 13) from the cleaned
-corpora of :mod:`recsys.data.sentiment_corpora` (duplicates and contradicted
+corpora of :mod:`recsys_tools.data.sentiment_corpora` (duplicates and contradicted
 texts already removed there, so no test text also sits in training). The
 model trains on both languages' training splits together and early-stops on
 both validation splits; each baseline is fitted per language on training plus
@@ -68,7 +68,7 @@ def split_corpus(
 
 
 def load_splits(data_dir: Path | None = None, seed: int = SPLIT_SEED) -> dict[str, Split]:
-    from recsys.data.sentiment_corpora import load_chinese_reviews, load_english_tweets
+    from recsys_tools.data.sentiment_corpora import load_chinese_reviews, load_english_tweets
 
     splits = {}
     for corpus in (load_chinese_reviews(data_dir), load_english_tweets(data_dir)):

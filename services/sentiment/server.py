@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from recsys.errors import RecsysError, UnavailableError
+from recsys.grpc_status import grpc_code
 from recsys.health import HealthState, add_health_and_reflection
 from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from services.sentiment import metrics
@@ -71,7 +72,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         try:
             return fn()
         except RecsysError as exc:
-            code = exc.grpc_code
+            code = grpc_code(exc)
             context.abort(code, str(exc))
             raise  # unreachable: abort raises
         finally:

@@ -10,8 +10,8 @@ from concurrent import futures
 import grpc
 import pytest
 
-from recsys.client import RecommenderClient, make_channel
 from recsys.recommender.v1 import recommender_pb2, recommender_pb2_grpc
+from recsys_tools.client import RecommenderClient, make_channel
 
 pytestmark = pytest.mark.integration
 

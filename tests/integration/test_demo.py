@@ -41,8 +41,8 @@ def smoke_sentiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def movielens() -> None:
-    from recsys.data.movielens import load_ml100k
     from recsys.errors import DataError
+    from recsys_tools.data.movielens import load_ml100k
 
     try:
         load_ml100k()
@@ -73,7 +73,7 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def demo_argv(sentiment_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "recsys.cli", "demo", "--sentiment-model-dir",
+    return [sys.executable, "-m", "recsys_tools.cli", "demo", "--sentiment-model-dir",
             str(sentiment_dir), *extra]  # fmt: skip
 
 

@@ -28,9 +28,9 @@ from bench.system_common import (
     normalised_dump,
 )
 from recsys.events.v1 import events_pb2
-from recsys.infra.endpoints import KafkaEndpoint
 from recsys.kafka_io import REASON_HEADER, encode, ensure_topics, make_consumer, make_producer
 from recsys.store import KeySchema
+from recsys_tools.infra.endpoints import KafkaEndpoint
 
 pytestmark = pytest.mark.integration
 
@@ -208,8 +208,8 @@ def test_replaying_a_movielens_subset_yields_independently_computed_features(
     kafka: KafkaEndpoint, redis_url: str, redis_client: Any, topic: str, group_id: str,
     key_prefix: str, consumers: Callable[..., Consumer],
 ) -> None:  # fmt: skip
-    from recsys.data.fetch import fetch
-    from recsys.data.movielens import load_ml100k
+    from recsys_tools.data.fetch import fetch
+    from recsys_tools.data.movielens import load_ml100k
     from services.events.replay import ratings_from_interactions, replay
 
     fetch(["ml-100k"], progress=False)  # a no-op once cached and verified
@@ -309,8 +309,8 @@ def test_redis_stopped_and_restarted_mid_stream_loses_no_event(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from recsys.infra.process import free_port
     from recsys.redis_io import make_redis
+    from recsys_tools.infra.process import free_port
 
     server = redis_server_factory(appendonly=True)
     client = make_redis(server.url)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys.infra.apache_kafka import metadata_ready
-from recsys.infra.endpoints import KafkaEndpoint
-from recsys.infra.process import free_port, pid_alive, port_open
-from recsys.infra.redis_server import RedisServer
 from recsys.redis_io import make_redis
+from recsys_tools.infra.apache_kafka import metadata_ready
+from recsys_tools.infra.endpoints import KafkaEndpoint
+from recsys_tools.infra.process import free_port, pid_alive, port_open
+from recsys_tools.infra.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def run_infra(
     env["RECSYS_STATE_DIR"] = str(state_dir)
     env.update(extra_env)
     return subprocess.run(
-        [sys.executable, "-m", "recsys.cli", "infra", *args],
+        [sys.executable, "-m", "recsys_tools.cli", "infra", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -183,8 +183,8 @@ def test_apache_broker_restarts_on_the_same_address_and_keeps_topics(
     """Fault tests restart brokers in place; a restarted Apache broker keeps its data."""
     from kafka.admin import KafkaAdminClient
 
-    from recsys.infra.apache_kafka import ApacheKafka
     from recsys.kafka_io import ensure_topics
+    from recsys_tools.infra.apache_kafka import ApacheKafka
 
     broker = kafka.server
     if not isinstance(broker, ApacheKafka):
@@ -221,7 +221,7 @@ def test_docker_mode_without_docker_fails_fast_naming_the_switch(tmp_path: Path)
 
 def test_servers_are_stopped_when_the_test_run_fails(tmp_path: Path) -> None:
     """A failing (or crashing) test session must not leave brokers or redis-servers behind."""
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["recsys.infra.pytest_plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["recsys_tools.infra.pytest_plugin"]\n')
     (tmp_path / "test_fails.py").write_text(
         "import os\n"
         "def test_fails(tansu, redis_server):\n"

@@ -14,7 +14,6 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from recsys.events.v1.events_pb2 import EVENT_TYPE_CLICK, ClickEvent
-from recsys.infra.endpoints import KafkaEndpoint
 from recsys.kafka_io import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_PROTOBUF,
@@ -24,6 +23,7 @@ from recsys.kafka_io import (
     make_consumer,
     make_producer,
 )
+from recsys_tools.infra.endpoints import KafkaEndpoint
 
 pytestmark = pytest.mark.integration
 

@@ -29,12 +29,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bench.recommender_common import events_service
 from recsys.events.v1 import events_pb2
-from recsys.infra.endpoints import KafkaEndpoint
 from recsys.kafka_io import encode, make_producer
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import FeatureEvent, KeySchema
 from recsys.store.redis_store import RedisFeatureStore
+from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.recommender.__main__ import Running, listen, make_ready, start, stop_running
 from services.recommender.config import RecommenderSettings
 from services.recommender.model import ItemMeta, Model

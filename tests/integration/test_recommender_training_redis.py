@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from recsys.cli import main
 from recsys.store.keys import KeySchema
+from recsys_tools.cli import main
 from services.recommender.model import Model
 from services.recommender.training import read_redis_weights
 

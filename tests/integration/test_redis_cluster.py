@@ -20,14 +20,14 @@ from typing import Any
 import grpc
 import pytest
 
-from recsys.demo_services import Service, start_service, wait_serving
 from recsys.events.v1 import events_pb2
-from recsys.infra.endpoints import KafkaEndpoint
-from recsys.infra.redis_cluster import RedisCluster
 from recsys.kafka_io import encode, ensure_topics, make_producer
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import KeySchema
+from recsys_tools.demo_services import Service, start_service, wait_serving
+from recsys_tools.infra.endpoints import KafkaEndpoint
+from recsys_tools.infra.redis_cluster import RedisCluster
 from services.recommender import __main__ as recommender_main
 from services.recommender.config import RecommenderSettings
 from services.recommender.model import ItemMeta, Model

@@ -22,7 +22,6 @@ from kafka import TopicPartition
 pytest.importorskip("tensorflow")
 
 from recsys.feedback.v1 import feedback_pb2
-from recsys.infra.endpoints import KafkaEndpoint
 from recsys.kafka_io import (
     CONTENT_TYPE_JSON,
     REASON_HEADER,
@@ -33,6 +32,7 @@ from recsys.kafka_io import (
     make_producer,
 )
 from recsys.store import KeySchema, open_store
+from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.sentiment.backends import InProcessBackend
 from services.sentiment.config import SentimentSettings
 from services.sentiment.consumer import SentimentConsumer

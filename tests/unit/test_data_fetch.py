@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys.cli import main as cli_main
-from recsys.data import checksums
-from recsys.data.checksums import Member, Source
-from recsys.data.fetch import DEFAULT_DATA_DIR, data_dir, fetch
 from recsys.errors import DataError
+from recsys_tools.cli import main as cli_main
+from recsys_tools.data import checksums
+from recsys_tools.data.checksums import Member, Source
+from recsys_tools.data.fetch import DEFAULT_DATA_DIR, data_dir, fetch
 
 FILES = {"a.txt": b"alpha\n", "b.tsv": b"x\ty\n1\t2\n"}
 

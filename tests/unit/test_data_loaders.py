@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.data.movielens import Interactions, load_ml100k
-from recsys.data.sentiment_corpora import (
+from recsys.errors import DataError
+from recsys_tools.data.movielens import Interactions, load_ml100k
+from recsys_tools.data.sentiment_corpora import (
     NEGATIVE,
     NEUTRAL,
     POSITIVE,
@@ -16,7 +17,6 @@ from recsys.data.sentiment_corpora import (
     load_chinese_reviews,
     load_english_tweets,
 )
-from recsys.errors import DataError
 
 INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"

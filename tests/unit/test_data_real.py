@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from recsys.data import checksums
-from recsys.data.fetch import check_dataset, data_dir, fetch
-from recsys.data.movielens import load_ml100k
-from recsys.data.sentiment_corpora import load_chinese_reviews, load_english_tweets
+from recsys_tools.data import checksums
+from recsys_tools.data.fetch import check_dataset, data_dir, fetch
+from recsys_tools.data.movielens import load_ml100k
+from recsys_tools.data.sentiment_corpora import load_chinese_reviews, load_english_tweets
 
 
 def _require(name: str) -> Path:

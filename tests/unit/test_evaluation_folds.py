@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.cli import main
 from recsys.errors import ConfigError
+from recsys_tools.cli import main
 from services.recommender import evaluation
 from services.recommender.evaluation import (
     METRIC_KEYS,
@@ -106,7 +106,7 @@ def test_cli_folds_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["evaluate", "--protocol", "replay", "--folds", "5"]) == 2
     with pytest.raises(SystemExit):
         main(["evaluate", "--folds", "0"])
-    from services.recommender.cli import _folds_for
+    from recsys_tools.commands.recommender import _folds_for
 
     class Args:
         def __init__(self, protocol: str, folds: int | None) -> None:

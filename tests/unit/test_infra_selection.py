@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from recsys.errors import ConfigError
-from recsys.infra.apache_kafka import kafka_version, parse_java_version, server_properties
-from recsys.infra.cli import load_state, save_state, state_dir, status_report
-from recsys.infra.endpoints import TANSU_CONSUMER_OVERRIDES, KafkaEndpoint, cache_dir
-from recsys.infra.launcher import Which, redis_mode, resolve_kafka_kind
+from recsys_tools.infra.apache_kafka import kafka_version, parse_java_version, server_properties
+from recsys_tools.infra.cli import load_state, save_state, state_dir, status_report
+from recsys_tools.infra.endpoints import TANSU_CONSUMER_OVERRIDES, KafkaEndpoint, cache_dir
+from recsys_tools.infra.launcher import Which, redis_mode, resolve_kafka_kind
 
 
 def which_all(name: str) -> str | None:

@@ -108,7 +108,7 @@ def _load_items(name: str | None) -> dict[str, Any]:
 def _load_dataset(name: str) -> Any:
     if name != "ml-100k":
         raise ConfigError(f"unknown data set {name!r}; available: ml-100k")
-    from recsys.data.movielens import load_ml100k
+    from recsys_tools.data.movielens import load_ml100k
 
     return load_ml100k()
 

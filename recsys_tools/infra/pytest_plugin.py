@@ -24,11 +24,11 @@ from typing import Any, cast
 
 import pytest
 
-from recsys.infra.endpoints import KafkaEndpoint, KafkaKind, RedisEndpoint
-from recsys.infra.launcher import resolve_kafka_kind, start_kafka, start_redis
-from recsys.infra.process import stop_all_owned
-from recsys.infra.redis_server import RedisServer
 from recsys.settings import env_choice
+from recsys_tools.infra.endpoints import KafkaEndpoint, KafkaKind, RedisEndpoint
+from recsys_tools.infra.launcher import resolve_kafka_kind, start_kafka, start_redis
+from recsys_tools.infra.process import stop_all_owned
+from recsys_tools.infra.redis_server import RedisServer
 
 _USED: dict[str, str] = {}
 
@@ -38,7 +38,7 @@ def _record(role: str, description: str, address: str) -> None:
 
 
 def select_test_kafka_kind(env: dict[str, str] | None = None) -> KafkaKind:
-    from recsys.infra.apache_kafka import jars_present, kafka_version
+    from recsys_tools.infra.apache_kafka import jars_present, kafka_version
 
     env = dict(os.environ if env is None else env)
     if env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():

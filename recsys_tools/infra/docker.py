@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from recsys.errors import ConfigError
-from recsys.infra.endpoints import KafkaEndpoint, RedisEndpoint
+from recsys_tools.infra.endpoints import KafkaEndpoint, RedisEndpoint
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.1"
 REDIS_IMAGE = "redis:7.2"

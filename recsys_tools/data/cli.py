@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recsys.data.checksums import DATASETS
-from recsys.data.fetch import data_dir, dataset_dir, fetch
+from recsys_tools.data.checksums import DATASETS
+from recsys_tools.data.fetch import data_dir, dataset_dir, fetch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def stats(names: list[str], root: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         if name == "ml-100k":
-            from recsys.data.movielens import load_ml100k
+            from recsys_tools.data.movielens import load_ml100k
 
             ml = load_ml100k(root)
             inter = ml.interactions
@@ -90,7 +90,10 @@ def stats(names: list[str], root: Path | None = None) -> dict[str, Any]:
                 "last_timestamp": int(inter.timestamps.max()) if len(inter) else None,
             }
         else:
-            from recsys.data.sentiment_corpora import load_chinese_reviews, load_english_tweets
+            from recsys_tools.data.sentiment_corpora import (
+                load_chinese_reviews,
+                load_english_tweets,
+            )
 
             texts = (
                 load_chinese_reviews(root) if name == "zh-reviews" else load_english_tweets(root)

@@ -23,8 +23,8 @@ from types import TracebackType
 from typing import Any
 
 from recsys.errors import ConfigError, InfraError
-from recsys.infra.process import free_port
-from recsys.infra.redis_server import RedisServer
+from recsys_tools.infra.process import free_port
+from recsys_tools.infra.redis_server import RedisServer
 
 SLOTS = 16384
 BUS_OFFSET = 10000  # Redis Cluster's node-to-node bus listens on port + 10000

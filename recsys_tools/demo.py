@@ -115,7 +115,7 @@ class Demo:
 
     # ------------------------------------------------------------------ set-up steps
     def run(self, stack: contextlib.ExitStack, work: Path) -> int:
-        from recsys.demo_services import (
+        from recsys_tools.demo_services import (
             has_sentiment_model,
             kafka_env,
             load_timeline,
@@ -124,7 +124,7 @@ class Demo:
             train_sentiment,
             wait_serving,
         )
-        from recsys.infra.launcher import start_kafka, start_redis
+        from recsys_tools.infra.launcher import start_kafka, start_redis
 
         args = self.args
         steps = tqdm(total=4, desc="setting up", unit="step", disable=None, leave=False,
@@ -207,8 +207,8 @@ class Demo:
         self.services = [events, recommender, sentiment]
         steps.update()
 
-        from recsys.client import RecommenderClient, make_channel
         from recsys.redis_io import make_redis
+        from recsys_tools.client import RecommenderClient, make_channel
 
         channel = make_channel(recommender.target)
         stack.callback(channel.close)
@@ -232,7 +232,7 @@ class Demo:
         configured = default_model_dir()
         if os.environ.get("SENTIMENT_MODEL_DIR", "").strip() or _has_model(configured):
             return configured
-        from recsys.infra.endpoints import cache_dir
+        from recsys_tools.infra.endpoints import cache_dir
 
         return cache_dir() / "models" / "sentiment-demo"
 
@@ -607,7 +607,7 @@ class Demo:
 
 
 def _has_model(path: Path) -> bool:
-    from recsys.demo_services import has_sentiment_model
+    from recsys_tools.demo_services import has_sentiment_model
 
     return has_sentiment_model(path)
 

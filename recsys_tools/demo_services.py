@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError
-from recsys.infra.endpoints import KafkaEndpoint
-from recsys.infra.process import ManagedProcess, free_port
+from recsys_tools.infra.endpoints import KafkaEndpoint
+from recsys_tools.infra.process import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ class Timeline:
 def load_timeline(train_frac: float) -> Timeline:
     import numpy as np
 
-    from recsys.data.movielens import load_ml100k
+    from recsys_tools.data.movielens import load_ml100k
     from services.recommender.evaluation import event_log_from_movielens, time_split
 
     log = event_log_from_movielens(load_ml100k())
@@ -137,7 +137,7 @@ def train_sentiment(model_dir: Path, *, max_train: int, epochs: int, log_path: P
     """A reduced sentiment model (``recsys sentiment train --max-train``) in a subprocess, so
     TensorFlow never loads into the demo process; returns seconds. ConfigError on failure."""
     started = time.perf_counter()
-    argv = [sys.executable, "-m", "recsys.cli", "sentiment", "train", "--quiet",
+    argv = [sys.executable, "-m", "recsys_tools.cli", "sentiment", "train", "--quiet",
             "--model-dir", str(model_dir), "--max-train", str(max_train),
             "--epochs", str(epochs)]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

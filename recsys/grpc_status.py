@@ -1,0 +1,25 @@
+"""The one mapping from this project's error statuses to gRPC status codes.
+
+:mod:`recsys.errors` names statuses as strings so that pure code never imports gRPC;
+every gRPC transport (the recommender and sentiment servers) asks this module for
+the code, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from recsys.errors import RecsysError, Status
+
+_CODES: dict[Status, grpc.StatusCode] = {
+    "INTERNAL": grpc.StatusCode.INTERNAL,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+}
+
+
+def grpc_code(error: RecsysError) -> grpc.StatusCode:
+    """The gRPC status code for ``error`` (INTERNAL for a status this map lacks)."""
+    return _CODES.get(error.status, grpc.StatusCode.INTERNAL)
