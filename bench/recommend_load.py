@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     # one connection per in-flight request, as from 16 frontend channels: SO_REUSEPORT hashes
-    # each connection to a worker, and 8 connections split 1/7, 2/6 or 3/5 in 4 of 5 tries
-    # (then one worker gets up to 7/8 of the "half" load); 16 split 7/9 or 8/8
+    # each connection to a worker, and 8 connections often split so unevenly that one worker
+    # got most of the "half" load; 16 split evenly or nearly (docs/benchmarks.md, History,
+    # "Where the half-load tail came from")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="server processes")
     parser.add_argument("--ghz-cpus", type=int, default=1)

@@ -96,10 +96,11 @@ def percentile(sorted_ms: list[float], q: float) -> float:
 def settled_latencies(details: list[dict[str, Any]], settle_s: float) -> list[float]:
     """Latencies (ms, sorted) of the OK requests sent ``settle_s`` or more after the first.
 
-    Every ghz run opens fresh connections, and for its first ~0.1-0.5 s requests queue behind
-    the HTTP/2 set-up (measured: 10-28 ms, all within the first half second, against
-    ~1.5 ms after it). A frontend keeps its channels open, so the steady-state figure is the
-    one a capacity plan needs; callers report the whole-run p99 next to it.
+    Every ghz run opens fresh connections, and in its first fraction of a second requests
+    queue behind the HTTP/2 set-up, far slower than after it (measured: docs/benchmarks.md,
+    History, "Where the half-load tail came from"). A frontend keeps its channels open, so
+    the steady-state figure is the one a capacity plan needs; callers report the whole-run
+    p99 next to it.
     """
     stamped = [
         (datetime.fromisoformat(d["timestamp"]).timestamp(), d["latency"] / 1e6)
@@ -134,8 +135,8 @@ def ghz_report(
     if rps:
         args += ["--rps", str(rps)]
     # ghz shares the two cores with the server: a tenth as many Go GC cycles (its heap is
-    # small) takes them out of the measured tail (p99 at half load 6.2-9.0 -> 5.0-6.3 ms
-    # in 4 A/B runs of 8 s at 750/s)
+    # small) takes them out of the measured tail (docs/benchmarks.md, History, "Where the
+    # half-load tail came from")
     env = {**os.environ, "GOGC": os.environ.get("GHZ_GOGC", "1000")}
     done = subprocess.run([*args, target], capture_output=True, text=True, check=False, env=env)
     if done.returncode not in (0, 1) or not done.stdout.strip():
@@ -212,7 +213,7 @@ class Ml100k:
 
 def ml100k_split(train_frac: float) -> Ml100k:
     from recsys_tools.data.movielens import load_ml100k
-    from services.recommender.evaluation import event_log_from_movielens, time_split
+    from services.recommender.evaluation.data import event_log_from_movielens, time_split
 
     log_ = event_log_from_movielens(load_ml100k())
     train_idx, rest_idx = time_split(np.arange(len(log_)), train_frac)

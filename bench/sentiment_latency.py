@@ -52,7 +52,7 @@ def dir_mb(path: Path) -> float:
 
 
 def sample_texts(data_dir: Path | None, n: int) -> list[str]:
-    from services.sentiment.evaluation import load_splits
+    from recsys_tools.data.sentiment_corpora import load_splits
 
     splits = load_splits(data_dir)
     zh, en = splits["zh"].test_texts, splits["en"].test_texts
@@ -108,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cpus = pin_cores(CORES)
     t0 = time.perf_counter()
-    import tensorflow as tf
+    from services.sentiment.model import limit_threads  # imports TensorFlow
 
-    tf.config.threading.set_intra_op_parallelism_threads(CORES)
-    tf.config.threading.set_inter_op_parallelism_threads(CORES)
+    limit_threads(CORES)
     tf_import_s = time.perf_counter() - t0
 
     from services.sentiment.backends import InProcessBackend

@@ -184,7 +184,8 @@ def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- freshness
 def part_freshness(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     from recsys.events.v1 import events_pb2
-    from recsys.kafka_io import encode, make_producer
+    from recsys.kafka_codec import encode
+    from recsys.kafka_io import make_producer
     from recsys.redis_io import make_redis
     from recsys.store import KeySchema
 

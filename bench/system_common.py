@@ -519,7 +519,7 @@ class Producer(threading.Thread):
         return make_producer(self.bootstrap, linger_ms=5, client_id=f"sys-{self.topic}")
 
     def run(self) -> None:
-        from recsys.kafka_io import encode
+        from recsys.kafka_codec import encode
 
         producer = None
         try:

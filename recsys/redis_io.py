@@ -1,4 +1,4 @@
-"""Redis client factory with fail-fast validation."""
+"""Redis client factories with fail-fast validation (used by ``recsys.store.open_store``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from recsys.errors import ConfigError
 from recsys.settings import validate_redis_url
+from recsys.store.base import StoreUnavailableError
 
 
 def make_redis(url: str, *, check: bool = True, timeout_s: float = 5.0, **overrides: Any) -> Any:
@@ -29,3 +30,21 @@ def make_redis(url: str, *, check: bool = True, timeout_s: float = 5.0, **overri
                 "`recsys infra up`"
             ) from None
     return client
+
+
+def make_cluster(url: str, *, timeout_s: float = 5.0, **overrides: Any) -> Any:
+    """A ``redis.cluster.RedisCluster`` whose startup node is ``url``.
+
+    The client reads the slot map from that node when it is built, so an unreachable
+    cluster fails here: as StoreUnavailableError, like any later call of the store.
+    """
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException, RedisError
+
+    validate_redis_url(url)
+    try:
+        return RedisCluster.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **overrides
+        )
+    except (RedisError, RedisClusterException, OSError) as exc:
+        raise StoreUnavailableError(f"Redis Cluster at {url}: {type(exc).__name__}: {exc}") from exc

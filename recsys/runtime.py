@@ -6,10 +6,9 @@ import gc
 
 # Young-generation threshold (the default is 700 allocations). A consumed record or a
 # served request allocates many short-lived containers and almost no cycles, so the
-# default ran a collection every few records or requests for nothing. Measured with
-# `python -m bench.events_throughput --quick` (both loops under these settings): service
-# CPU per event 33-51 -> 27-36 µs, the bare poll loop 22-29 -> 20-23 µs; and with
-# `python -m bench.recommend_load --quick`: Recommend 1,073-1,283 -> 1,334-1,647 QPS.
+# default ran a collection every few records or requests for nothing. The before/after
+# figures: docs/benchmarks.md, History, "GC settings for the consume loop" (events) and
+# "GC thresholds" (recommender).
 GC_THRESHOLDS = (20_000, 50, 50)
 
 
@@ -18,9 +17,10 @@ def settle_heap() -> None:
     generation less often.
 
     Call it once start-up (or a model load) is done. What is frozen (clients, modules, a
-    loaded model's id maps: ~10^5-10^6 objects for a large catalog, whose full collection
-    took ~90 ms) is never traversed again, yet still freed by reference counting when its
-    last reference goes (a swapped-out model after its last request).
+    loaded model's id maps, whose full collection is a pause any request caught in it would
+    pay: docs/recommender.md, "Concurrency model") is never traversed again, yet still freed
+    by reference counting when its last reference goes (a swapped-out model after its last
+    request).
     """
     gc.collect()
     gc.freeze()

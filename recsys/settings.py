@@ -9,6 +9,7 @@ deployment fails at start instead of at the first request.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlparse
 
@@ -130,6 +131,100 @@ KAFKA_CONSUMER_TIMEOUTS = (
     "heartbeat_interval_ms",
     "fetch_max_wait_ms",
 )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """What the consume loop (:mod:`recsys.consume`) needs from any consuming service.
+
+    One object for every consumer, read from the environment by
+    :func:`load_consumer_settings` with the service's own prefix (``EVENTS_TOPIC``,
+    ``SENTIMENT_TOPIC`` ...), so a new consumer gets the same knobs, names and
+    validation without writing them again.
+    """
+
+    bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
+    topic: str = ""
+    dlq_topic: str = ""
+    group_id: str = ""
+    client_id: str = "recsys-consumer"
+    max_poll_records: int = 500
+    poll_timeout_ms: int = 500
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    # How often the loop probes its dependencies and the watchdog while idle or degraded.
+    health_check_interval_s: float = 5.0
+    # Close and rebuild the Kafka consumer after this long stuck in a group join, or
+    # assigned with lag but receiving nothing (0 disables); see docs/faults.md.
+    stall_timeout_s: float = 20.0
+    create_topics: bool = True
+    topic_partitions: int = 3
+    # Optional kafka-python consumer timeouts (0 = client default); Tansu needs short ones.
+    max_poll_interval_ms: int = 0
+    session_timeout_ms: int = 0
+    heartbeat_interval_ms: int = 0
+    # How long a fetch may wait on the broker for new records (0 = 500 ms, the client's
+    # default); brokers that only answer at the deadline need a short one (Tansu: 25).
+    fetch_max_wait_ms: int = 0
+    # How often the consumer refreshes metadata even when nothing failed: short, so a
+    # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
+    metadata_max_age_ms: int = 5000
+
+    def consumer_overrides(self) -> dict[str, object]:
+        """kafka-python consumer keyword arguments: the timeouts that are set (non-zero)
+        plus the metadata refresh, poll size and client id."""
+        overrides: dict[str, object] = {
+            "max_poll_records": self.max_poll_records,
+            "client_id": self.client_id,
+            "metadata_max_age_ms": self.metadata_max_age_ms,
+        }
+        for key in KAFKA_CONSUMER_TIMEOUTS:
+            value = getattr(self, key)
+            if value > 0:
+                overrides[key] = value
+        return overrides
+
+
+def load_consumer_settings(
+    env: Mapping[str, str],
+    prefix: str,
+    *,
+    topic: str,
+    dlq_topic: str,
+    group_id: str,
+    max_poll_records: int,
+    topic_partitions: int,
+) -> ConsumerSettings:
+    """The consume-loop settings of the service whose variables start with ``prefix``.
+
+    The keyword arguments are that service's defaults; every variable is documented
+    with the service (docs/events.md, docs/sentiment.md).
+    """
+    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP)
+    parse_bootstrap(bootstrap)
+    backoff_initial = env_float(env, f"{prefix}_BACKOFF_INITIAL_S", 0.2, minimum=0.01)
+    return ConsumerSettings(
+        bootstrap=bootstrap,
+        topic=env_str(env, f"{prefix}_TOPIC", topic),
+        dlq_topic=env_str(env, f"{prefix}_DLQ_TOPIC", dlq_topic),
+        group_id=env_str(env, f"{prefix}_GROUP_ID", group_id),
+        client_id=group_id,
+        max_poll_records=env_int(
+            env, f"{prefix}_MAX_POLL_RECORDS", max_poll_records, minimum=1, maximum=100_000
+        ),
+        poll_timeout_ms=env_int(env, f"{prefix}_POLL_TIMEOUT_MS", 500, minimum=10, maximum=60_000),
+        backoff_initial_s=backoff_initial,
+        backoff_max_s=env_float(env, f"{prefix}_BACKOFF_MAX_S", 5.0, minimum=backoff_initial),
+        health_check_interval_s=env_float(
+            env, f"{prefix}_HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.1
+        ),
+        stall_timeout_s=env_float(env, f"{prefix}_STALL_TIMEOUT_S", 20.0, minimum=0.0),
+        create_topics=env_bool(env, f"{prefix}_CREATE_TOPICS", True),
+        topic_partitions=env_int(
+            env, f"{prefix}_TOPIC_PARTITIONS", topic_partitions, minimum=1, maximum=1000
+        ),
+        **kafka_consumer_env(env),
+    )
 
 
 def kafka_consumer_env(env: Mapping[str, str]) -> dict[str, int]:

@@ -141,7 +141,8 @@ class Demo:
         say(f"kafka: {kafka.description} at {kafka.bootstrap}")
         say(f"redis: {redis_ep.description} at {redis_ep.url}")
         self.summary.update(kafka=kafka.description, redis=redis_ep.description)
-        from recsys.kafka_io import TOPIC_CLICKS_DLQ, TOPIC_FEEDBACK_DLQ, ensure_topics
+        from recsys.kafka_codec import TOPIC_CLICKS_DLQ, TOPIC_FEEDBACK_DLQ
+        from recsys.kafka_io import ensure_topics
 
         ensure_topics(kafka.bootstrap, {
             self.clicks_topic: 3, f"{TOPIC_CLICKS_DLQ}.demo-{self.run_id}": 1,
@@ -344,7 +345,7 @@ class Demo:
     def _produce(self, user: str, e: int) -> None:
         """Send one timeline event (under ``self.gate``: per-user order is production order)."""
         from recsys.events.v1 import events_pb2
-        from recsys.kafka_io import encode
+        from recsys.kafka_codec import encode
 
         lg = self.lg
         event_id = f"ml-{e}"
@@ -474,7 +475,7 @@ class Demo:
         """Click the user's #1 and poll Recommend until it has left the list (ms into
         ``into``); (item, before, after), or None when the user had no list."""
         from recsys.events.v1 import events_pb2
-        from recsys.kafka_io import encode
+        from recsys.kafka_codec import encode
         from recsys.store import KeySchema
 
         before = self.top(user, K)
@@ -524,7 +525,8 @@ class Demo:
     # ------------------------------------------------------------------ feedback
     def _feedback(self) -> None:
         from recsys.feedback.v1 import feedback_pb2
-        from recsys.kafka_io import decode, encode, make_consumer, make_producer
+        from recsys.kafka_codec import decode, encode
+        from recsys.kafka_io import make_consumer, make_producer
         from recsys.store import KeySchema
 
         say("\ncustomer feedback → Kafka → sentiment service → scored topic + Redis")

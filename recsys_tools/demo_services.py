@@ -105,7 +105,7 @@ def load_timeline(train_frac: float) -> Timeline:
     import numpy as np
 
     from recsys_tools.data.movielens import load_ml100k
-    from services.recommender.evaluation import event_log_from_movielens, time_split
+    from services.recommender.evaluation.data import event_log_from_movielens, time_split
 
     log = event_log_from_movielens(load_ml100k())
     train_idx, rest_idx = time_split(np.arange(len(log)), train_frac)

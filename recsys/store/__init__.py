@@ -1,13 +1,19 @@
 """User and item state shared by the services (Redis key schema and store interface).
 
-``open_store(url)`` picks the backend from the URL scheme: ``memory://`` for an
-in-process store (examples, unit tests), ``redis://``/``rediss://``/``unix://``
-for Redis.
+``open_store(url)`` is the one way a service gets a store: the URL scheme picks
+the backend (``memory://`` for an in-process store: examples, unit tests;
+``redis://``/``rediss://``/``unix://`` for Redis) and ``cluster`` (the services'
+``REDIS_CLUSTER``) says the URL names a node of a Redis Cluster. The opener
+builds the client, so no service imports ``redis``; a store raises
+:class:`StoreUnavailableError` when Redis fails, never the client's own errors.
 """
 
 from __future__ import annotations
 
-from recsys.store.base import FeatureStore
+import contextlib
+
+from recsys.errors import ConfigError
+from recsys.store.base import FeatureStore, StoreUnavailableError
 from recsys.store.keys import KeySchema
 from recsys.store.model import (
     ApplyResult,
@@ -28,22 +34,66 @@ __all__ = [
     "PendingApply",
     "Sentiment",
     "StoreConfig",
+    "StoreUnavailableError",
     "UserState",
     "open_store",
 ]
 
 
 def open_store(
-    url: str, *, prefix: str | None = None, config: StoreConfig | None = None, check: bool = True
+    url: str,
+    *,
+    prefix: str | None = None,
+    config: StoreConfig | None = None,
+    cluster: bool = False,
+    timeout_s: float = 5.0,
+    max_events_per_script: int | None = None,
+    check: bool = True,
 ) -> FeatureStore:
-    """A FeatureStore for ``url``; Redis stores ping at open (ConfigError when unreachable)."""
+    """A FeatureStore for ``url`` (see the module docstring for the choice of backend).
+
+    ``cluster``: ``url`` names any node of a Redis Cluster; the store talks through a
+    cluster client (it learns the slot map and follows redirects) and writes in the
+    slot-grouped layout a cluster requires. ``timeout_s`` bounds each connect and each
+    reply. With ``check`` the store pings and loads its scripts now, so a Redis that
+    cannot serve fails the start with a ConfigError saying what to set; a service that
+    waits for Redis itself (the recommender) passes ``check=False``.
+    """
     if url.startswith("memory://"):
         from recsys.store.memory import InMemoryFeatureStore
 
         return InMemoryFeatureStore(config)
-    from recsys.redis_io import make_redis
+    from recsys.redis_io import make_cluster, make_redis
     from recsys.store.redis_store import RedisFeatureStore
 
-    client = make_redis(url, check=check)
     keys = KeySchema(prefix) if prefix else KeySchema()
-    return RedisFeatureStore(client, keys, config)
+    layout: dict[str, int] = {}
+    if max_events_per_script is not None:
+        layout["max_events_per_script"] = max_events_per_script
+    try:
+        if cluster:
+            client = make_cluster(url, timeout_s=timeout_s)
+        else:
+            client = make_redis(url, check=False, timeout_s=timeout_s)
+    except StoreUnavailableError as exc:
+        if not check:
+            raise
+        raise _unreachable(url, cluster, exc) from None
+    store = RedisFeatureStore(client, keys, config, cluster=cluster, **layout)
+    if check:
+        try:
+            store.ping()
+            store.load_scripts()
+        except StoreUnavailableError as exc:
+            with contextlib.suppress(StoreUnavailableError):
+                store.close()
+            raise _unreachable(url, cluster, exc) from None
+    return store
+
+
+def _unreachable(url: str, cluster: bool, exc: Exception) -> ConfigError:
+    what = "a Redis Cluster node" if cluster else "Redis"
+    return ConfigError(
+        f"cannot reach {what} at {url} ({exc}); set REDIS_URL (and REDIS_CLUSTER) or "
+        "start one with `recsys infra up`"
+    )

@@ -5,6 +5,10 @@ suppressions and sentiment, the recommender reads a user's state and the
 trending list. Two implementations: :class:`~recsys.store.redis_store.RedisFeatureStore`
 (production) and :class:`~recsys.store.memory.InMemoryFeatureStore` (unit tests),
 both held to the same behaviour suite (``tests/unit/test_store_behaviour.py``).
+
+A backend's own errors never leave it: when the server cannot be reached or
+refuses a command, a Redis-backed store raises :class:`StoreUnavailableError`,
+so the services handle an outage without importing the client library.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from recsys.errors import UnavailableError
 from recsys.store.model import (
     ApplyResult,
     FeatureEvent,
@@ -20,6 +25,15 @@ from recsys.store.model import (
     StoreConfig,
     UserState,
 )
+
+
+class StoreUnavailableError(UnavailableError):
+    """The store did not do what was asked (down, timed out, refused the command).
+
+    Retrying later is the remedy: every write is idempotent, so a caller that
+    got this from ``apply_events`` or ``PendingApply.result()`` replays the batch.
+    The client library's exception is kept as ``__cause__`` for the logs.
+    """
 
 
 @runtime_checkable
@@ -43,7 +57,18 @@ class FeatureStore(Protocol):
         """
         ...
 
-    def get_user_state(self, user_id: str, now: float | None = None) -> UserState: ...
+    def get_user_state(self, user_id: str, now: float | None = None) -> UserState:
+        """Everything the events service keeps about the user, in one round trip."""
+        ...
+
+    def get_serving_state(self, user_id: str, now: float | None = None) -> UserState:
+        """:meth:`get_user_state` without ``recent`` (left empty), in one round trip.
+
+        What a recommendation folds in and filters by (weights, seen, suppressed). It
+        runs on every Recommend request, so it skips the recent list: decoding up to
+        ``recent_cap`` JSON entries per request is the larger part of the read.
+        """
+        ...
 
     def trending(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
         """Top ``n`` items by decayed score at ``now`` (highest first)."""
@@ -78,6 +103,9 @@ class FeatureStore(Protocol):
 
     def get_sentiment(self, user_id: str) -> Sentiment | None: ...
 
-    def ping(self) -> bool: ...
+    def ping(self) -> bool:
+        """True when the store answers; an outage raises :class:`StoreUnavailableError`
+        (callers that only want a flag, such as health checks, catch it)."""
+        ...
 
     def close(self) -> None: ...

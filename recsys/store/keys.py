@@ -5,8 +5,12 @@ user's keys land in the same Redis Cluster slot: the events service can update
 them in one pipeline/script and the recommender can read them in one round trip.
 Global keys (trending, counters) have tags of their own.
 
-The prefix (``REDIS_KEY_PREFIX``, default ``rs``) lets several deployments or
-test runs share one Redis without colliding.
+The prefix (``REDIS_KEY_PREFIX``, default :data:`DEFAULT_PREFIX`) lets several
+deployments or test runs share one Redis without colliding.
+
+Nothing else spells a key, a SCAN pattern or the default prefix, so a change of
+the layout is a change here and in the doc; ``scripts/check_key_schema.py``
+(``make lint``) fails when a key is built anywhere else.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ class KeySchema:
 
     def _user(self, user_id: str, kind: str) -> str:
         return f"{self.prefix}:{{u:{user_id}}}:{kind}"
+
+    def _global(self, kind: str) -> str:
+        return f"{self.prefix}:{{g}}:{kind}"
 
     # --- per user, written by the events service ---------------------------------
     def recent(self, user_id: str) -> str:
@@ -69,19 +76,44 @@ class KeySchema:
     # --- global -------------------------------------------------------------------
     def trending(self) -> str:
         """ZSET item id -> log-space decayed score (see docs/redis-schema.md)."""
-        return f"{self.prefix}:{{g}}:trending"
+        return self._global("trending")
 
     def counters(self) -> str:
         """HASH event type -> count of applied events."""
-        return f"{self.prefix}:{{g}}:counters"
+        return self._global("counters")
 
     def global_applied(self) -> str:
         """ZSET event id -> application time: ids already counted in trending/counters."""
-        return f"{self.prefix}:{{g}}:applied"
+        return self._global("applied")
 
     def global_keys(self) -> list[str]:
         return [self.trending(), self.counters(), self.global_applied()]
 
+    # --- SCAN patterns (the prefix's glob characters escaped) ------------------------
+    def prefix_pattern(self) -> str:
+        """Every key under the prefix (what a test run's teardown deletes)."""
+        return f"{_glob_escape(self.prefix)}:*"
+
     def user_pattern(self) -> str:
-        """SCAN pattern matching every per-user key."""
-        return f"{self.prefix}:{{u:*"
+        """Every per-user key."""
+        return f"{_glob_escape(self.prefix)}:{{u:*"
+
+    def global_pattern(self) -> str:
+        """Every global key."""
+        return f"{_glob_escape(self.prefix)}:{{g}}:*"
+
+    def weights_pattern(self) -> str:
+        """Every user's weights hash (training reads them all)."""
+        return _glob_escape(self._user("\0", "weights")).replace("\0", "*")
+
+    def user_of_weights_key(self, key: str) -> str | None:
+        """The user whose weights hash ``key`` is (inverts :meth:`weights`); None otherwise."""
+        head, tail = self._user("\0", "weights").split("\0")
+        if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
+            return key[len(head) : len(key) - len(tail)]
+        return None
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal inside a SCAN ``MATCH`` glob."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

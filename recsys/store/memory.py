@@ -111,6 +111,11 @@ class InMemoryFeatureStore:
             suppressed={i for i, exp in self._suppressed.get(user_id, {}).items() if exp > now},
         )
 
+    def get_serving_state(self, user_id: str, now: float | None = None) -> UserState:
+        # Through get_user_state, so a test double that overrides only that (to count or
+        # to fail reads) sees the recommender's reads too.
+        return self.get_user_state(user_id, now)._replace(recent=[])
+
     def trending(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
         now = time.time() if now is None else now
         self.round_trips += 1

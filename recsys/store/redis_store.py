@@ -14,15 +14,25 @@ Each part checks its own ``applied`` ZSET of event ids before changing anything,
 so re-running a batch, or the part of it that a crash interrupted, changes
 nothing that was already applied. :meth:`RedisFeatureStore.begin_apply` sends a
 batch without waiting, so the caller can poll Kafka while Redis works.
+
+The scripts are the package's ``lua/*.lua`` files. Every public method turns the
+client library's errors into :class:`~recsys.store.base.StoreUnavailableError`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
 
+import redis.exceptions
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+
+from recsys.store.base import StoreUnavailableError
 from recsys.store.decay import decay_rate, decayed_score
 from recsys.store.keys import KeySchema
 from recsys.store.model import (
@@ -38,161 +48,39 @@ from recsys.store.model import (
     _quote,
 )
 
-# KEYS: [trending, counters, global applied] when ARGV[10] == '1', then per user of the call:
-#       recent, seen, weights, applied (in the order of the groups in ARGV[11])
-# ARGV: now, cutoff (now - window), max ids per user, recent cap, ttl_s, max global ids,
-#       rate, epoch, max trending items, global flag ('1' or '0'),
-#       groups JSON: one array per user, 6 strings per event of that user:
-#         [[id, item, weight, ts, type, recent entry, id, ...], ...]
-# The first (#KEYS - base) / 4 groups are the users whose keys are given (all of them, or
-# none in a cluster's global-only call); the global part, when flagged, reads every group.
-BATCH_SCRIPT = r"""
-local now = ARGV[1]
-local cutoff = '(' .. ARGV[2]
-local ua, ga = 0, 0
-local with_global = ARGV[10] == '1'
-local base = 0
-if with_global then base = 3 end
-local groups = cjson.decode(ARGV[11])
-local max_user = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
-local ttl = ARGV[5]
-local refresh_below = tonumber(ttl) - math.floor(tonumber(ttl) / 100)
-for u = 1, (#KEYS - base) / 4 do
-  local ev = groups[u]
-  local k = base + (u - 1) * 4
-  local recent, seen, weights, applied = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local n, len = 0, 0
-  for i = 1, #ev, 6 do
-    if redis.call('ZADD', applied, 'NX', now, ev[i]) == 1 then
-      len = redis.call('LPUSH', recent, ev[i + 5])
-      redis.call('SADD', seen, ev[i + 1])
-      redis.call('HINCRBYFLOAT', weights, ev[i + 1], ev[i + 2])
-      n = n + 1
-    end
-  end
-  if n > 0 then
-    if len > cap then redis.call('LTRIM', recent, 0, cap - 1) end
-    redis.call('ZREMRANGEBYSCORE', applied, '-inf', cutoff)
-    local extra = redis.call('ZCARD', applied) - max_user
-    if extra > 0 then redis.call('ZREMRANGEBYRANK', applied, 0, extra - 1) end
-    -- the four keys always get their TTL together, so one TTL read tells whether the
-    -- refresh is due: skipped while more than ttl - 1% is left (saves 3 calls a user)
-    if redis.call('TTL', recent) < refresh_below then
-      redis.call('EXPIRE', recent, ttl)
-      redis.call('EXPIRE', seen, ttl)
-      redis.call('EXPIRE', weights, ttl)
-      redis.call('EXPIRE', applied, ttl)
-    end
-    ua = ua + n
-  end
-end
-if with_global then
-  local trending, counters, gapplied = KEYS[1], KEYS[2], KEYS[3]
-  local rate = tonumber(ARGV[7])
-  local epoch = tonumber(ARGV[8])
-  local scores, order, counts = {}, {}, {}
-  for g = 1, #groups do
-    local evs = groups[g]
-    for i = 1, #evs, 6 do
-      if redis.call('ZADD', gapplied, 'NX', now, evs[i]) == 1 then
-        local kind = evs[i + 4]
-        counts[kind] = (counts[kind] or 0) + 1
-        local w = tonumber(evs[i + 2])
-        if w > 0 then
-          local item = evs[i + 1]
-          local x = math.log(w) + rate * (tonumber(evs[i + 3]) - epoch)
-          local s = scores[item]
-          if s == nil then
-            order[#order + 1] = item
-          else
-            local m = s
-            if x > m then m = x end
-            x = m + math.log(math.exp(s - m) + math.exp(x - m))
-          end
-          scores[item] = x
-        end
-        ga = ga + 1
-      end
-    end
-  end
-  if ga > 0 then
-    for _, item in ipairs(order) do
-      local x = scores[item]
-      local old = redis.call('ZSCORE', trending, item)
-      if old then
-        local a = tonumber(old)
-        local m = a
-        if x > m then m = x end
-        x = m + math.log(math.exp(a - m) + math.exp(x - m))
-      end
-      redis.call('ZADD', trending, string.format('%.17g', x), item)
-    end
-    for kind, c in pairs(counts) do redis.call('HINCRBY', counters, kind, c) end
-    redis.call('ZREMRANGEBYSCORE', gapplied, '-inf', cutoff)
-    local extra = redis.call('ZCARD', gapplied) - tonumber(ARGV[6])
-    if extra > 0 then redis.call('ZREMRANGEBYRANK', gapplied, 0, extra - 1) end
-    extra = redis.call('ZCARD', trending) - tonumber(ARGV[9])
-    if extra > 0 then redis.call('ZREMRANGEBYRANK', trending, 0, extra - 1) end
-  end
-end
-return {ua, ga}
-"""
+SCRIPTS = ("batch", "suppress", "sentiment")
 
-# KEYS: suppressed; ARGV: item, expiry, now
-SUPPRESS_SCRIPT = """
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] then
-  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(last[2]) - tonumber(ARGV[3])) + 1)
-end
-return 1
-"""
 
-# KEYS: sentiment; ARGV: score, ts, half_life_s, ttl_s
-# KEYS: the user's sentiment hash, the user's feedback:applied ZSET
-# ARGV: score, ts, half-life, ttl_s, feedback id ('' = no dedup), now,
-#       cutoff (now - window), max ids per user
-SENTIMENT_SCRIPT = """
-local score = tonumber(ARGV[1])
-local ts = tonumber(ARGV[2])
-local hl = tonumber(ARGV[3])
-local fmt = '%.17g'
-local prev = redis.call('HMGET', KEYS[1], 'avg', 'n', 'ts')
-if ARGV[5] ~= '' then
-  if redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[5]) == 0 then
-    -- this feedback record was folded in already (a replay): change nothing
-    return {prev[1] or false, prev[2] or false, prev[3] or false, '0'}
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
-  local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-local avg, n, newts
-if not prev[1] then
-  avg, n, newts = score, 1.0, ts
-else
-  local pavg, pn, pts = tonumber(prev[1]), tonumber(prev[2]), tonumber(prev[3])
-  if ts >= pts then
-    local d = 2.0 ^ (-(ts - pts) / hl)
-    n = pn * d + 1.0
-    avg = (pavg * pn * d + score) / n
-    newts = ts
-  else
-    local d = 2.0 ^ (-(pts - ts) / hl)
-    n = pn + d
-    avg = (pavg * pn + score * d) / n
-    newts = pts
-  end
-end
-redis.call('HSET', KEYS[1], 'avg', string.format(fmt, avg), 'n', string.format(fmt, n),
-  'ts', string.format(fmt, newts))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {string.format(fmt, avg), string.format(fmt, n), string.format(fmt, newts), '1'}
-"""
+@functools.cache
+def script_sources() -> dict[str, str]:
+    """Name -> Lua source of every script, read once from the package's ``lua/`` files."""
+    lua = resources.files("recsys.store.lua")
+    return {name: lua.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPTS}
+
+
+# What redis-py raises when the server is down, slow, or refuses a command (cluster
+# clients raise RedisClusterException, which is not a RedisError, when no node answers).
+_CLIENT_ERRORS = (RedisError, RedisClusterException, OSError)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    return StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}")
+
+
+def _store_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Raise the client library's errors from ``method`` as StoreUnavailableError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except _CLIENT_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    return wrapper
 
 
 def _num(value: float) -> str:
@@ -204,7 +92,8 @@ DEFAULT_MAX_EVENTS_PER_SCRIPT = 500
 
 
 class RedisFeatureStore:
-    """Owns the scripts and issues them; the client (and its pool) is the caller's.
+    """Owns the scripts and issues them over ``client`` (``redis.Redis`` or a
+    ``RedisCluster``, built by :func:`recsys.store.open_store`); ``close`` closes it.
 
     ``cluster`` selects the slot-grouped write layout (required by Redis Cluster,
     valid on any Redis); ``max_events_per_script`` caps the events one script
@@ -228,11 +117,7 @@ class RedisFeatureStore:
         self.cluster = cluster
         self.max_events_per_script = max_events_per_script
         self._rate = decay_rate(self.config.trending_half_life_s)
-        self._sources = {
-            "batch": BATCH_SCRIPT,
-            "suppress": SUPPRESS_SCRIPT,
-            "sentiment": SENTIMENT_SCRIPT,
-        }
+        self._sources = script_sources()
         self._sha: dict[str, str] = {}
         self.round_trips = 0  # network round trips issued, for benchmarks
         # Per-user RESP text of the four keys a batch script declares, and the part of a
@@ -240,8 +125,13 @@ class RedisFeatureStore:
         # batches and cost more to rebuild than to look up. Bounded (cleared when full).
         self._user_resp: dict[str, str] = {}
         self._entry_heads: dict[tuple[str, str, str], str] = {}
+        # get_serving_state's connections: one per thread, outside the pool (see there).
+        self._local = threading.local()
+        self._own: list[Any] = []
+        self._own_lock = threading.Lock()
 
     # --- scripts -------------------------------------------------------------------
+    @_store_errors
     def load_scripts(self) -> None:
         """(Re)load every script; needed once per Redis server start (the cache is volatile)."""
         if getattr(self.client, "connection_pool", None) is None:
@@ -271,8 +161,6 @@ class RedisFeatureStore:
 
         Running it again is safe because every script is idempotent.
         """
-        import redis
-
         self._ensure_loaded()
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
@@ -281,7 +169,7 @@ class RedisFeatureStore:
                 results: list[Any] = pipe.execute()
                 self.round_trips += 1
                 return results
-            except redis.exceptions.NoScriptError:
+            except NoScriptError:
                 self.round_trips += 1
                 if attempt == 2:
                     raise
@@ -294,15 +182,13 @@ class RedisFeatureStore:
         NOSCRIPT (Redis restarted and lost its script cache) reloads the scripts
         and re-sends: the scripts are idempotent.
         """
-        import redis
-
         self._ensure_loaded()
         for attempt in (1, 2):
             replies = self._read(*self._send(*packed()))
             error = next((r for r in replies if isinstance(r, Exception)), None)
             if error is None:
                 return replies
-            if isinstance(error, redis.exceptions.NoScriptError) and attempt == 1:
+            if isinstance(error, NoScriptError) and attempt == 1:
                 self.load_scripts()
                 continue
             raise error
@@ -325,15 +211,13 @@ class RedisFeatureStore:
         return conn, count
 
     def _read(self, conn: Any, count: int) -> list[Any]:
-        import redis
-
         pool = self.client.connection_pool
         try:
             replies: list[Any] = []
             for _ in range(count):
                 try:
                     replies.append(conn.read_response())
-                except redis.exceptions.ResponseError as exc:
+                except ResponseError as exc:
                     replies.append(exc)
             self.round_trips += 1
             return replies
@@ -347,6 +231,7 @@ class RedisFeatureStore:
     def apply_events(self, events: Sequence[FeatureEvent], now: float | None = None) -> ApplyResult:
         return self.begin_apply(events, now).result()
 
+    @_store_errors
     def begin_apply(self, events: Sequence[FeatureEvent], now: float | None = None) -> PendingApply:
         """Send the batch's scripts and return before Redis answers.
 
@@ -444,6 +329,7 @@ class RedisFeatureStore:
             chunk(list(per_user), True, False)  # the global part: keys of one slot of its own
         return _BatchCalls(self, per_user, calls, head_args)
 
+    @_store_errors
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
@@ -457,6 +343,7 @@ class RedisFeatureStore:
             )
         )
 
+    @_store_errors
     def update_sentiment(
         self,
         user_id: str,
@@ -486,11 +373,13 @@ class RedisFeatureStore:
             return None
         return Sentiment(float(raw[0]), float(raw[1]), float(raw[2]))
 
+    @_store_errors
     def forget_user(self, user_id: str) -> int:
         self.round_trips += 1
         return int(self.client.delete(*self.keys.user_keys(user_id)))
 
     # --- reads ---------------------------------------------------------------------
+    @_store_errors
     def get_user_state(self, user_id: str, now: float | None = None) -> UserState:
         now = time.time() if now is None else now
         keys = self.keys
@@ -508,6 +397,85 @@ class RedisFeatureStore:
             suppressed={_text(s) for s in suppressed},
         )
 
+    def get_serving_state(self, user_id: str, now: float | None = None) -> UserState:
+        """Three keys (seen, weights, live suppressions) in one round trip, recent left out.
+
+        Every Recommend request runs this. On a single server the three commands go out
+        as one pre-built RESP write on a connection this store keeps per thread (the
+        recommender runs its requests on one loop thread per process), and hiredis
+        decodes the replies to text: through redis-py's pipeline object (pool checkout
+        and release, per-command packing, response callbacks, retry wrappers) the read
+        was ~40% of the handler's CPU. A cluster client keeps its pipeline: it routes
+        the three commands, which share one hash slot, to their node in one round trip.
+        """
+        now = time.time() if now is None else now
+        try:
+            if not hasattr(self.client, "connection_pool"):  # a RedisCluster client
+                seen, weights, suppressed = self._serving_pipelined(user_id, now)
+                self.round_trips += 1
+                return UserState(
+                    recent=[],
+                    seen={_text(s) for s in seen},
+                    weights={_text(k): float(v) for k, v in weights.items()},
+                    suppressed={_text(s) for s in suppressed},
+                )
+            seen, pairs, suppressed = self._serving_direct(user_id, now)  # already text
+        except _CLIENT_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        self.round_trips += 1
+        if isinstance(pairs, dict):  # RESP3 (protocol=3 in REDIS_URL)
+            weights = {k: float(v) for k, v in pairs.items()}
+        else:
+            weights = dict(zip(pairs[::2], map(float, pairs[1::2]), strict=True))
+        return UserState(recent=[], seen=set(seen), weights=weights, suppressed=set(suppressed))
+
+    def _serving_pipelined(self, user_id: str, now: float) -> list[Any]:
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.smembers(keys.seen(user_id))
+        pipe.hgetall(keys.weights(user_id))
+        pipe.zrangebyscore(keys.suppressed(user_id), f"({_num(now)}", "+inf")
+        out: list[Any] = pipe.execute()
+        return out
+
+    def _serving_connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": True})
+            self._local.conn = conn
+            with self._own_lock:
+                self._own.append(conn)
+        return conn
+
+    def _serving_direct(self, user_id: str, now: float) -> tuple[Any, Any, Any]:
+        """The three replies, read from this thread's own connection.
+
+        Any failure drops the connection (a half-read reply must never be parsed by the
+        next request). A connection error is retried once on a fresh connection: a
+        connection the server closed since its last use (Redis restarted) fails on first use.
+        """
+        keys = self.keys
+        packed = (
+            resp_command("SMEMBERS", keys.seen(user_id))
+            + resp_command("HGETALL", keys.weights(user_id))
+            + resp_command("ZRANGEBYSCORE", keys.suppressed(user_id), f"({_num(now)}", "+inf")
+        ).encode("utf-8")
+        conn = self._serving_connection()
+        for attempt in (0, 1):
+            try:
+                conn.send_packed_command([packed])
+                return conn.read_response(), conn.read_response(), conn.read_response()
+            except redis.exceptions.ConnectionError:
+                conn.disconnect()
+                if attempt:
+                    raise
+            except BaseException:
+                conn.disconnect()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @_store_errors
     def get_sentiment(self, user_id: str) -> Sentiment | None:
         self.round_trips += 1
         raw = self.client.hmget(self.keys.sentiment(user_id), "avg", "n", "ts")
@@ -515,6 +483,7 @@ class RedisFeatureStore:
             return None
         return Sentiment(float(raw[0]), float(raw[1]), float(raw[2]))
 
+    @_store_errors
     def trending(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
         if n <= 0:
             return []
@@ -524,19 +493,27 @@ class RedisFeatureStore:
         epoch = self.config.trending_epoch_s
         return [(_text(item), decayed_score(float(s), now, self._rate, epoch)) for item, s in rows]
 
+    @_store_errors
     def trending_log_scores(self) -> dict[str, float]:
         self.round_trips += 1
         rows = self.client.zrange(self.keys.trending(), 0, -1, withscores=True)
         return {_text(item): float(s) for item, s in rows}
 
+    @_store_errors
     def counters(self) -> dict[str, int]:
         self.round_trips += 1
         return {_text(k): int(v) for k, v in self.client.hgetall(self.keys.counters()).items()}
 
+    @_store_errors
     def ping(self) -> bool:
         return bool(self.client.ping())
 
+    @_store_errors
     def close(self) -> None:
+        with self._own_lock:
+            own, self._own = self._own, []
+        for conn in own:
+            conn.disconnect()
         self.client.close()
 
 
@@ -674,14 +651,13 @@ class _RedisPending:
         self._events = events
         self._result: ApplyResult | None = None
 
+    @_store_errors
     def result(self) -> ApplyResult:
-        """The batch's outcome; raises the Redis error if it (or the connection) failed.
+        """The batch's outcome; StoreUnavailableError if it (or the connection) failed.
 
         NOSCRIPT (Redis restarted between load and send) reloads the scripts and
         re-sends the whole batch, which its dedup makes safe.
         """
-        import redis
-
         if self._result is not None:
             return self._result
         conn, self._conn = self._conn, None
@@ -689,7 +665,7 @@ class _RedisPending:
             raise RuntimeError("this pending apply was cancelled or already failed")
         replies = self._store._read(conn, self._count)
         error = next((r for r in replies if isinstance(r, Exception)), None)
-        if isinstance(error, redis.exceptions.NoScriptError):
+        if isinstance(error, NoScriptError):
             self._store.load_scripts()
             replies = self._store._run_raw(self._commands)
         elif error is not None:
@@ -697,6 +673,7 @@ class _RedisPending:
         self._result = self._store._combine(replies, self._events)
         return self._result
 
+    @_store_errors
     def cancel(self) -> None:
         """Drop the connection without reading (the writes may or may not have happened)."""
         conn, self._conn = self._conn, None
@@ -718,7 +695,7 @@ def dump_features(client: Any, keys: KeySchema) -> dict[str, Any]:
     because events of different partitions may interleave differently.
     """
     out: dict[str, Any] = {}
-    patterns = [keys.user_pattern(), f"{keys.prefix}:{{g}}:*"]
+    patterns = [keys.user_pattern(), keys.global_pattern()]
     for pattern in patterns:
         for raw_key in client.scan_iter(match=pattern, count=1000):
             key = _text(raw_key)

@@ -8,14 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.kafka_io import (
-    CONTENT_TYPE_JSON,
-    CONTENT_TYPE_PROTOBUF,
-    TOPIC_CLICKS,
-    check_reachable,
-    ensure_topics,
-    make_producer,
-)
+from recsys.kafka_codec import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, TOPIC_CLICKS
+from recsys.kafka_io import check_reachable, ensure_topics, make_producer
 from recsys.settings import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
 
 

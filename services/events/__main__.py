@@ -17,7 +17,7 @@ from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
-from recsys.kafka_io import check_reachable, ensure_topics, make_consumer, make_producer
+from recsys.kafka_io import consumer_factory, make_producer, prepare_topics
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
 from recsys.redis_io import make_redis
@@ -57,26 +57,20 @@ def run(settings: EventsSettings, stop: threading.Event) -> int:
     metrics_port = start_metrics_server(settings.metrics_port)
     log.info(
         "events service starting",
-        extra={"grpc_port": grpc_port, "metrics_port": metrics_port, "topic": settings.topic,
-               "group_id": settings.group_id},
-    )  # fmt: skip
+        extra={
+            "grpc_port": grpc_port,
+            "metrics_port": metrics_port,
+            "topic": settings.consumer.topic,
+            "group_id": settings.consumer.group_id,
+        },
+    )
     consumer = producer = store = None
     loop: EventsConsumer | None = None
     try:
-        check_reachable(settings.bootstrap)
-        if settings.create_topics:
-            ensure_topics(
-                settings.bootstrap,
-                {settings.topic: settings.topic_partitions, settings.dlq_topic: 1},
-            )
+        prepare_topics(settings.consumer)
         store = make_store(settings)
-        producer = make_producer(settings.bootstrap, client_id="recsys-events-dlq")
-
-        def new_consumer() -> Any:
-            return make_consumer(
-                settings.bootstrap, settings.group_id, **settings.consumer_overrides()
-            )
-
+        producer = make_producer(settings.consumer.bootstrap, client_id="recsys-events-dlq")
+        new_consumer = consumer_factory(settings.consumer)
         consumer = new_consumer()
         loop = EventsConsumer(
             settings, consumer, producer, store, health, consumer_factory=new_consumer

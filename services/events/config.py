@@ -10,24 +10,21 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from recsys.errors import ConfigError
-from recsys.kafka_io import TOPIC_CLICKS, TOPIC_CLICKS_DLQ
+from recsys.kafka_codec import TOPIC_CLICKS, TOPIC_CLICKS_DLQ
 from recsys.settings import (
-    DEFAULT_KAFKA_BOOTSTRAP,
     DEFAULT_REDIS_URL,
+    ConsumerSettings,
     env_bool,
     env_choice,
     env_float,
     env_int,
     env_str,
-    kafka_consumer_env,
-    kafka_consumer_overrides,
-    parse_bootstrap,
+    load_consumer_settings,
     validate_redis_url,
 )
-from recsys.store import StoreConfig
+from recsys.store.model import StoreConfig
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 DEFAULT_EVENT_WEIGHTS = "view=1,click=2,add_to_cart=4,purchase=8"
@@ -78,10 +75,17 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class EventsSettings:
-    bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
-    topic: str = TOPIC_CLICKS
-    dlq_topic: str = TOPIC_CLICKS_DLQ
-    group_id: str = "recsys-events"
+    #: The consume loop's settings (EVENTS_TOPIC, EVENTS_GROUP_ID, KAFKA_* ...).
+    consumer: ConsumerSettings = field(
+        default_factory=lambda: ConsumerSettings(
+            topic=TOPIC_CLICKS,
+            dlq_topic=TOPIC_CLICKS_DLQ,
+            group_id="recsys-events",
+            client_id="recsys-events",
+            max_poll_records=2000,
+            topic_partitions=6,
+        )
+    )
     redis_url: str = DEFAULT_REDIS_URL
     key_prefix: str = "rs"
     # Write layout: one script per slot group (Redis Cluster) or per chunk of users.
@@ -90,41 +94,23 @@ class EventsSettings:
     grpc_port: int = 50051
     metrics_port: int = 9100
     log_level: str = "info"
-    max_poll_records: int = 2000
-    poll_timeout_ms: int = 500
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
-    health_check_interval_s: float = 5.0
-    create_topics: bool = True
-    topic_partitions: int = 6
-    # Optional kafka-python consumer timeouts (0 = client default); Tansu needs short ones.
-    max_poll_interval_ms: int = 0
-    session_timeout_ms: int = 0
-    heartbeat_interval_ms: int = 0
-    # How long a fetch may wait on the broker for new records (0 = 500 ms, the client's
-    # default); brokers that only answer at the deadline need a short one (Tansu: 25).
-    fetch_max_wait_ms: int = 0
-    # How often the consumer refreshes metadata even when nothing failed: short, so a
-    # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
-    metadata_max_age_ms: int = 5000
-    # Close and rebuild the Kafka consumer after this long stuck in a group join, or
-    # assigned with lag but receiving nothing (0 disables); see docs/faults.md.
-    stall_timeout_s: float = 20.0
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-
-    def consumer_overrides(self) -> dict[str, Any]:
-        return kafka_consumer_overrides(self, "recsys-events", self.max_poll_records)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
     env = os.environ if env is None else env
-    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP)
-    parse_bootstrap(bootstrap)
+    consumer = load_consumer_settings(
+        env,
+        "EVENTS",
+        topic=TOPIC_CLICKS,
+        dlq_topic=TOPIC_CLICKS_DLQ,
+        group_id="recsys-events",
+        max_poll_records=2000,
+        topic_partitions=6,
+    )
     redis_url = validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL))
-    topic = env_str(env, "EVENTS_TOPIC", TOPIC_CLICKS)
-    dlq_topic = env_str(env, "EVENTS_DLQ_TOPIC", TOPIC_CLICKS_DLQ)
-    if topic == dlq_topic:
+    if consumer.topic == consumer.dlq_topic:
         raise ConfigError("EVENTS_DLQ_TOPIC must differ from EVENTS_TOPIC")
     rating_min = env_float(env, "RATING_MIN", 0.5)
     rating_max = env_float(env, "RATING_MAX", 5.0)
@@ -148,13 +134,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         trending_half_life_s=env_float(env, "TRENDING_HALF_LIFE_S", 6 * 3600.0, minimum=1.0),
         trending_max_items=env_int(env, "TRENDING_MAX_ITEMS", 10_000, minimum=10),
     )
-    backoff_initial = env_float(env, "EVENTS_BACKOFF_INITIAL_S", 0.2, minimum=0.01)
-    backoff_max = env_float(env, "EVENTS_BACKOFF_MAX_S", 5.0, minimum=backoff_initial)
     return EventsSettings(
-        bootstrap=bootstrap,
-        topic=topic,
-        dlq_topic=dlq_topic,
-        group_id=env_str(env, "EVENTS_GROUP_ID", "recsys-events"),
+        consumer=consumer,
         redis_url=redis_url,
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
         redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
@@ -164,15 +145,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         grpc_port=env_int(env, "GRPC_PORT", 50051, minimum=0, maximum=65535),
         metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-        max_poll_records=env_int(env, "EVENTS_MAX_POLL_RECORDS", 2000, minimum=1, maximum=100_000),
-        poll_timeout_ms=env_int(env, "EVENTS_POLL_TIMEOUT_MS", 500, minimum=10, maximum=60_000),
-        backoff_initial_s=backoff_initial,
-        backoff_max_s=backoff_max,
-        health_check_interval_s=env_float(env, "EVENTS_HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.1),
-        create_topics=env_bool(env, "EVENTS_CREATE_TOPICS", True),
-        topic_partitions=env_int(env, "EVENTS_TOPIC_PARTITIONS", 6, minimum=1, maximum=1000),
-        **kafka_consumer_env(env),
-        stall_timeout_s=env_float(env, "EVENTS_STALL_TIMEOUT_S", 20.0, minimum=0.0),
         validation=validation,
         store=store,
     )

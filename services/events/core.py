@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import (
+from recsys.kafka_codec import (
     CONTENT_TYPE_HEADER,
     CONTENT_TYPE_PROTOBUF,
     DecodeError,
@@ -22,7 +22,7 @@ from recsys.kafka_io import (
     Rejection,
     decode,
 )
-from recsys.store import FeatureEvent
+from recsys.store.model import FeatureEvent
 from services.events.config import ValidationConfig
 
 MIN_EVENT_TIME_S = 946_684_800.0  # 2000-01-01T00:00:00Z
@@ -160,7 +160,7 @@ def plan_batch(records: Iterable[RawRecord], now: float, cfg: ValidationConfig) 
     return plan
 
 
-# What a protobuf record's headers look like when written by recsys.kafka_io.encode: a
+# What a protobuf record's headers look like when written by recsys.kafka_codec.encode: a
 # record with exactly these (or none) is parsed without reading its headers one by one.
 _PROTOBUF_HEADERS = [(CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF.encode("ascii"))]
 _PARSE = events_pb2.ClickEvent.FromString

@@ -27,7 +27,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode
+from recsys.kafka_codec import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode
 
 MAPPINGS = ("rating", "implicit")
 _IMPLICIT = {

@@ -245,7 +245,8 @@ BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 
 def limit_blas_threads() -> None:
     """One BLAS thread per process: a request's algebra is far too small to split, and
-    threaded OpenBLAS spin-waits on the cores the other workers need (measured 10x slower)."""
+    threaded OpenBLAS spin-waits on the cores the other workers need (measured:
+    docs/recommender.md, "Concurrency model")."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - implicit depends on it
@@ -302,7 +303,7 @@ def _start_multiprocess_metrics(port: int) -> int:
     if port <= 0:
         return 0
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client
     server, _ = start_http_server(port, registry=registry)
     return int(server.server_port)
 
@@ -370,7 +371,7 @@ def _mark_dead(proc: BaseProcess) -> None:
     from prometheus_client import multiprocess
 
     with contextlib.suppress(Exception):
-        multiprocess.mark_process_dead(proc.pid)
+        multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

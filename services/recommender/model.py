@@ -160,7 +160,8 @@ class Model:
         self.item_factors = item_factors
         # Plain ndarray views of the (possibly memory-mapped) arrays for the request path:
         # every operation on an np.memmap goes through Python-level __getitem__ and
-        # __array_wrap__, a few µs each, several times a request. Same memory, no copy.
+        # __array_wrap__, several times a request (docs/benchmarks.md, History, "The
+        # handler"). Same memory, no copy.
         self._y: np.ndarray = np.asarray(item_factors)
         self.user_factors = user_factors
         self.regularization = float(regularization)
@@ -256,8 +257,9 @@ class Model:
         """(confidences, Yᵤ, W = YᵀY + λI + Yᵤᵀ(Cᵤ − I)Yᵤ): the user's normal equations."""
         conf = self.weighting.transform_row(rows, raw)
         yu = self._y[rows]
-        # The user's term in float32 (the factors' precision; half the cost of float64 for
-        # ~100 items, relative difference ~1e-7), added to the float64 YᵀY + λI.
+        # The user's term in float32 (the factors' precision: cheaper than float64 at a
+        # negligible relative difference, docs/benchmarks.md, History, "The handler"),
+        # added to the float64 YᵀY + λI.
         a = self._yty_reg + (yu.T * (conf - np.float32(1.0))) @ yu
         return conf.astype(np.float64), yu.astype(np.float64), a
 

@@ -7,13 +7,14 @@ else is a bug, logged with its traceback and answered ``INTERNAL`` without leaki
 
 The server is ``grpc.aio`` on one event loop per process, and the RPC methods are
 coroutines that run the (synchronous, CPU-bound) service call inline on that loop. A request
-is ~0.5 ms of Python: running it on the loop thread costs nothing in concurrency (the GIL
-serialises a process anyway) and saves what the threaded server spent around it: the hand-off
-from gRPC's polling thread to a pool thread and back, and the pool's threads queueing for the
-GIL. Measured side by side (docs/benchmarks.md): p99 at half load 8.6 vs 15.0 ms with a no-op
-handler, 10.7 vs 29.7 ms for Recommend, and less server CPU per Recommend. Health and
-reflection are the stock servicers; the synchronous health servicer runs its few calls on a
-small thread pool (``GRPC_THREADS``).
+is a fraction of a millisecond of Python: running it on the loop thread costs nothing in
+concurrency (the GIL serialises a process anyway) and saves what the threaded server spent
+around it: the hand-off from gRPC's polling thread to a pool thread and back, and the pool's
+threads queueing for the GIL (docs/recommender.md, "Concurrency model"). Measured against the
+threaded server side by side: a lower half-load tail, with the no-op handler and with
+Recommend, and less server CPU per Recommend (docs/benchmarks.md, History, "`grpc.aio`
+instead of the thread pool"). Health and reflection are the stock servicers; the synchronous
+health servicer runs its few calls on a small thread pool (``GRPC_THREADS``).
 
 :func:`create_server` returns an unstarted :class:`LoopServer` (health, reflection, optional
 TLS) so tests and ``__main__`` start and stop it themselves from ordinary threads.

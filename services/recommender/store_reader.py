@@ -9,10 +9,11 @@ the shared store's.
 
 On a single server the three commands go out as one pre-built RESP write on a connection
 this reader keeps per thread (the gRPC server runs requests on one loop thread per
-process), and the replies are decoded to text by hiredis. A request's state read was
-~40% of the handler's CPU through redis-py's pipeline object (pool checkout and release,
-per-command packing, response callbacks, retry wrappers), for one round trip of three
-commands. A Redis Cluster client keeps the ordinary pipeline (it routes by slot).
+process), and the replies are decoded to text by hiredis. Through redis-py's pipeline
+object (pool checkout and release, per-command packing, response callbacks, retry
+wrappers) the state read was a large share of the handler's CPU for one round trip of
+three commands (docs/benchmarks.md, History, "The handler"). A Redis Cluster client keeps
+the ordinary pipeline (it routes by slot).
 """
 
 from __future__ import annotations

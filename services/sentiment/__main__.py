@@ -18,7 +18,6 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
@@ -62,7 +61,7 @@ def serve(settings: SentimentSettings, stop: threading.Event) -> int:
 
 
 def consume(settings: SentimentSettings, stop: threading.Event) -> int:
-    from recsys.kafka_io import check_reachable, ensure_topics, make_consumer, make_producer
+    from recsys.kafka_io import consumer_factory, make_producer, prepare_topics
     from recsys.store import open_store
     from services.sentiment.backends import make_backend
     from services.sentiment.consumer import SentimentConsumer
@@ -73,30 +72,22 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
     metrics_port = start_metrics_server(settings.metrics_port)
     log.info(
         "sentiment consumer starting",
-        extra={"grpc_port": grpc_port, "metrics_port": metrics_port, "topic": settings.topic},
+        extra={
+            "grpc_port": grpc_port,
+            "metrics_port": metrics_port,
+            "topic": settings.consumer.topic,
+        },
     )
     backend = consumer = producer = store = None
     loop: SentimentConsumer | None = None
     try:
         backend = make_backend(settings)
-        check_reachable(settings.bootstrap)
-        if settings.create_topics:
-            ensure_topics(
-                settings.bootstrap,
-                {
-                    settings.topic: settings.topic_partitions,
-                    settings.output_topic: settings.topic_partitions,
-                    settings.dlq_topic: 1,
-                },
-            )
+        prepare_topics(
+            settings.consumer, {settings.output_topic: settings.consumer.topic_partitions}
+        )
         store = open_store(settings.redis_url, prefix=settings.key_prefix)
-        producer = make_producer(settings.bootstrap, client_id="recsys-sentiment")
-
-        def new_consumer() -> Any:
-            return make_consumer(
-                settings.bootstrap, settings.group_id, **settings.consumer_overrides()
-            )
-
+        producer = make_producer(settings.consumer.bootstrap, client_id="recsys-sentiment")
+        new_consumer = consumer_factory(settings.consumer)
         consumer = new_consumer()
         loop = SentimentConsumer(
             settings, consumer, producer, store, backend, health, consumer_factory=new_consumer

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from recsys.errors import ConfigError
-from recsys.kafka_io import TOPIC_FEEDBACK, TOPIC_FEEDBACK_DLQ, TOPIC_FEEDBACK_SCORED
+from recsys.kafka_codec import TOPIC_FEEDBACK, TOPIC_FEEDBACK_DLQ, TOPIC_FEEDBACK_SCORED
 from recsys.settings import (
-    DEFAULT_KAFKA_BOOTSTRAP,
     DEFAULT_REDIS_URL,
-    env_bool,
+    ConsumerSettings,
     env_choice,
     env_float,
     env_int,
     env_str,
-    kafka_consumer_env,
-    kafka_consumer_overrides,
-    parse_bootstrap,
+    load_consumer_settings,
     validate_redis_url,
 )
 
@@ -61,31 +57,20 @@ class SentimentSettings:
     log_level: str = "info"
     shutdown_grace_s: float = 20.0  # GRACE_S, as the recommender
     # --- Kafka path ---------------------------------------------------------------------
-    bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
-    topic: str = TOPIC_FEEDBACK
+    #: The consume loop's settings (SENTIMENT_TOPIC, SENTIMENT_GROUP_ID, KAFKA_* ...).
+    consumer: ConsumerSettings = field(
+        default_factory=lambda: ConsumerSettings(
+            topic=TOPIC_FEEDBACK,
+            dlq_topic=TOPIC_FEEDBACK_DLQ,
+            group_id="recsys-sentiment",
+            client_id="recsys-sentiment",
+            max_poll_records=256,
+            topic_partitions=3,
+        )
+    )
     output_topic: str = TOPIC_FEEDBACK_SCORED
-    dlq_topic: str = TOPIC_FEEDBACK_DLQ
     output_encoding: str = "protobuf"
-    group_id: str = "recsys-sentiment"
-    max_poll_records: int = 256
-    poll_timeout_ms: int = 500
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
-    create_topics: bool = True
-    topic_partitions: int = 3
     max_id_length: int = 128
-    max_poll_interval_ms: int = 0
-    session_timeout_ms: int = 0
-    heartbeat_interval_ms: int = 0
-    # How long a fetch may wait on the broker for new records (0 = 500 ms, the client's
-    # default); brokers that only answer at the deadline need a short one (Tansu: 25).
-    fetch_max_wait_ms: int = 0
-    # How often the consumer refreshes metadata even when nothing failed: short, so a
-    # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
-    metadata_max_age_ms: int = 5000
-    # Close and rebuild the Kafka consumer after this long stuck in a group join, or
-    # assigned with lag but receiving nothing (0 disables); see docs/faults.md.
-    stall_timeout_s: float = 20.0
     # --- Redis features ----------------------------------------------------------------
     redis_url: str = DEFAULT_REDIS_URL
     key_prefix: str = "rs"
@@ -95,9 +80,6 @@ class SentimentSettings:
     suppress_ttl_s: float = 30 * 86400.0
     #: Suppress only when P(negative) reaches this (the label must be negative too).
     suppress_min_probability: float = 0.5
-
-    def consumer_overrides(self) -> dict[str, Any]:
-        return kafka_consumer_overrides(self, "recsys-sentiment", self.max_poll_records)
 
 
 def _address(value: str, name: str) -> str:
@@ -109,16 +91,20 @@ def _address(value: str, name: str) -> str:
 
 def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
     env = os.environ if env is None else env
-    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP)
-    parse_bootstrap(bootstrap)
-    topic = env_str(env, "SENTIMENT_TOPIC", TOPIC_FEEDBACK)
+    consumer = load_consumer_settings(
+        env,
+        "SENTIMENT",
+        topic=TOPIC_FEEDBACK,
+        dlq_topic=TOPIC_FEEDBACK_DLQ,
+        group_id="recsys-sentiment",
+        max_poll_records=256,
+        topic_partitions=3,
+    )
     output_topic = env_str(env, "SENTIMENT_OUTPUT_TOPIC", TOPIC_FEEDBACK_SCORED)
-    dlq_topic = env_str(env, "SENTIMENT_DLQ_TOPIC", TOPIC_FEEDBACK_DLQ)
-    if len({topic, output_topic, dlq_topic}) != 3:
+    if len({consumer.topic, output_topic, consumer.dlq_topic}) != 3:
         raise ConfigError(
             "SENTIMENT_TOPIC, SENTIMENT_OUTPUT_TOPIC and SENTIMENT_DLQ_TOPIC must all differ"
         )
-    backoff_initial = env_float(env, "SENTIMENT_BACKOFF_INITIAL_S", 0.2, minimum=0.01)
     return SentimentSettings(
         backend=env_choice(env, "SENTIMENT_BACKEND", "inprocess", BACKENDS),
         model_dir=default_model_dir(env),
@@ -138,25 +124,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
         metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         shutdown_grace_s=env_float(env, "GRACE_S", 20.0, minimum=0.0, maximum=3600.0),
-        bootstrap=bootstrap,
-        topic=topic,
+        consumer=consumer,
         output_topic=output_topic,
-        dlq_topic=dlq_topic,
         output_encoding=env_choice(
             env, "SENTIMENT_OUTPUT_ENCODING", "protobuf", ("protobuf", "json")
         ),
-        group_id=env_str(env, "SENTIMENT_GROUP_ID", "recsys-sentiment"),
-        max_poll_records=env_int(
-            env, "SENTIMENT_MAX_POLL_RECORDS", 256, minimum=1, maximum=100_000
-        ),
-        poll_timeout_ms=env_int(env, "SENTIMENT_POLL_TIMEOUT_MS", 500, minimum=10, maximum=60_000),
-        backoff_initial_s=backoff_initial,
-        backoff_max_s=env_float(env, "SENTIMENT_BACKOFF_MAX_S", 5.0, minimum=backoff_initial),
-        create_topics=env_bool(env, "SENTIMENT_CREATE_TOPICS", True),
-        topic_partitions=env_int(env, "SENTIMENT_TOPIC_PARTITIONS", 3, minimum=1, maximum=1000),
         max_id_length=env_int(env, "MAX_ID_LENGTH", 128, minimum=1, maximum=4096),
-        **kafka_consumer_env(env),
-        stall_timeout_s=env_float(env, "SENTIMENT_STALL_TIMEOUT_S", 20.0, minimum=0.0),
         redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
         half_life_s=env_float(env, "SENTIMENT_HALF_LIFE_S", 14 * 86400.0, minimum=1.0),

@@ -17,7 +17,7 @@ import numpy as np
 
 from recsys.errors import InvalidArgumentError
 from recsys.feedback.v1 import feedback_pb2
-from recsys.kafka_io import DecodeError, RawRecord, Rejection, decode
+from recsys.kafka_codec import DecodeError, RawRecord, Rejection, decode
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 #: Model output order: probabilities[i] belongs to LABELS[i].

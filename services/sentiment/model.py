@@ -87,6 +87,14 @@ def _tf() -> Any:
     return tf
 
 
+def limit_threads(threads: int) -> None:
+    """Size TensorFlow's intra- and inter-op pools: a benchmark pinned to a few cores
+    measures those cores, not TensorFlow's default of one thread per machine core."""
+    tf = _tf()
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def standardize(texts: Any) -> Any:
     """Graph-side text cleanup shared by training and serving.
 
@@ -289,7 +297,7 @@ class SentimentClassifier:
         vectorize = _vectorize_fn(self.vectorizers)
         core = self.core
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])  # type: ignore[untyped-decorator]
         def serve(text: Any) -> dict[str, Any]:
             probs = core(vectorize(text), training=False)
             return {

@@ -54,14 +54,14 @@ def _serve(servicer: FlakyRecommender) -> Iterator[int]:
 
 @pytest.fixture
 def flaky() -> Iterator[tuple[FlakyRecommender, int]]:
-    servicer = FlakyRecommender(failures=2)
+    servicer = FlakyRecommender(failures=2)  # type: ignore[abstract]  # only Recommend is served
     for port in _serve(servicer):
         yield servicer, port
 
 
 @pytest.fixture
 def slow() -> Iterator[tuple[FlakyRecommender, int]]:
-    servicer = FlakyRecommender(failures=0, stall_s=1.0)
+    servicer = FlakyRecommender(failures=0, stall_s=1.0)  # type: ignore[abstract]
     for port in _serve(servicer):
         yield servicer, port
 

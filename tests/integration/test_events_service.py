@@ -28,7 +28,8 @@ from bench.system_common import (
     normalised_dump,
 )
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import REASON_HEADER, encode, ensure_topics, make_consumer, make_producer
+from recsys.kafka_codec import REASON_HEADER, encode
+from recsys.kafka_io import ensure_topics, make_consumer, make_producer
 from recsys.store import KeySchema
 from recsys_tools.infra.endpoints import KafkaEndpoint
 

@@ -14,15 +14,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from recsys.events.v1.events_pb2 import EVENT_TYPE_CLICK, ClickEvent
-from recsys.kafka_io import (
-    CONTENT_TYPE_JSON,
-    CONTENT_TYPE_PROTOBUF,
-    decode,
-    encode,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-)
+from recsys.kafka_codec import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, decode, encode
+from recsys.kafka_io import ensure_topics, make_consumer, make_producer
 from recsys_tools.infra.endpoints import KafkaEndpoint
 
 pytestmark = pytest.mark.integration

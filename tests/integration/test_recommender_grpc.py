@@ -29,7 +29,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bench.recommender_common import events_service
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import encode, make_producer
+from recsys.kafka_codec import encode
+from recsys.kafka_io import make_producer
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import FeatureEvent, KeySchema

@@ -21,7 +21,8 @@ import grpc
 import pytest
 
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import encode, ensure_topics, make_producer
+from recsys.kafka_codec import encode
+from recsys.kafka_io import ensure_topics, make_producer
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import KeySchema

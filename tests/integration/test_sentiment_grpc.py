@@ -53,7 +53,7 @@ FIXED_SAMPLE = [t for t, _ in SAMPLE] + [
 ]
 
 
-class SavedModelPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class SavedModelPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]  # untyped
     """``Predict`` as TF Serving implements it, for one model from a version base directory."""
 
     def __init__(self, base_dir: Path, model_name: str) -> None:
@@ -231,7 +231,7 @@ def test_bad_input_is_invalid_argument(stub: Any, request_: Any, message: str) -
     with pytest.raises(grpc.RpcError) as info:
         client.Classify(request_)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in info.value.details()
+    assert message in (info.value.details() or "")
 
 
 def test_batch_over_the_limit_is_invalid_argument(stub: Any) -> None:
@@ -242,7 +242,7 @@ def test_batch_over_the_limit_is_invalid_argument(stub: Any) -> None:
     with pytest.raises(grpc.RpcError) as info:
         client.ClassifyBatch(req)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "limit is 8" in info.value.details()
+    assert "limit is 8" in (info.value.details() or "")
 
 
 def test_invalid_utf8_on_the_wire_is_refused_and_the_server_keeps_serving(stub: Any) -> None:

@@ -22,15 +22,8 @@ from kafka import TopicPartition
 pytest.importorskip("tensorflow")
 
 from recsys.feedback.v1 import feedback_pb2
-from recsys.kafka_io import (
-    CONTENT_TYPE_JSON,
-    REASON_HEADER,
-    decode,
-    encode,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-)
+from recsys.kafka_codec import CONTENT_TYPE_JSON, REASON_HEADER, decode, encode
+from recsys.kafka_io import ensure_topics, make_consumer, make_producer
 from recsys.store import KeySchema, open_store
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.sentiment.backends import InProcessBackend
@@ -116,28 +109,36 @@ def run_loop(
     redis_client: Any,
 ) -> Iterator[tuple[SentimentSettings, Any]]:
     """Start the consume loop in a thread; yields its settings and a stop() callable."""
+    base = SentimentSettings()
     settings = replace(
-        SentimentSettings(),
-        bootstrap=kafka.bootstrap,
-        topic=topic,
+        base,
+        consumer=replace(
+            base.consumer,
+            bootstrap=kafka.bootstrap,
+            topic=topic,
+            dlq_topic=f"{topic}.dlq",
+            group_id=group_id,
+            poll_timeout_ms=200,
+        ),
         output_topic=f"{topic}.scored",
-        dlq_topic=f"{topic}.dlq",
-        group_id=group_id,
         redis_url=redis_url,
         key_prefix=key_prefix,
         max_text_chars=200,
-        poll_timeout_ms=200,
         suppress_ttl_s=3600.0,
         half_life_s=86400.0,
     )
-    ensure_topics(kafka.bootstrap, {topic: 2, settings.output_topic: 1, settings.dlq_topic: 1})
+    ensure_topics(
+        kafka.bootstrap, {topic: 2, settings.output_topic: 1, settings.consumer.dlq_topic: 1}
+    )
     wait_for_metadata(kafka, topic, 2)
     store = open_store(redis_url, prefix=key_prefix)
     producer = make_producer(kafka.bootstrap, client_id="sentiment-test-loop")
     consumer = make_consumer(
         kafka.bootstrap,
         group_id,
-        **kafka.consumer_config(**{**settings.consumer_overrides(), "metadata_max_age_ms": 1000}),
+        **kafka.consumer_config(
+            **{**settings.consumer.consumer_overrides(), "metadata_max_age_ms": 1000}
+        ),
     )
     loop = SentimentConsumer(settings, consumer, producer, store, backend)
     stop = threading.Event()
@@ -168,7 +169,7 @@ def test_feedback_comes_out_scored_and_negative_review_suppresses_the_item(
         fb("f4", "bob", NEGATIVE_REVIEW),  # negative, but names no item
     ]
     started = time.time()
-    produce(kafka, settings.topic, records)
+    produce(kafka, settings.consumer.topic, records)
     out = read_all(kafka, settings.output_topic, len(records))
     assert len(out) == len(records)
     scored = {}
@@ -212,7 +213,7 @@ def test_replayed_feedback_is_folded_into_the_average_once(
     """A crash before the commit replays a batch; the replay must not move the average."""
     settings, loop = run_loop
     records = [fb("r1", "dave", NEGATIVE_REVIEW), fb("r2", "dave", POSITIVE_REVIEW)]
-    produce(kafka, settings.topic, records)
+    produce(kafka, settings.consumer.topic, records)
     read_all(kafka, settings.output_topic, 2)
     key = KeySchema(key_prefix).sentiment("dave")
     deadline = time.monotonic() + 30
@@ -221,7 +222,7 @@ def test_replayed_feedback_is_folded_into_the_average_once(
     before = redis_client.hgetall(key)
     assert float(before[b"n"]) == pytest.approx(2.0, abs=0.01)
     # the same two records again (what a replay after a crash delivers), then a new one
-    produce(kafka, settings.topic, [*records, fb("r3", "dave", POSITIVE_REVIEW)])
+    produce(kafka, settings.consumer.topic, [*records, fb("r3", "dave", POSITIVE_REVIEW)])
     read_all(kafka, settings.output_topic, 5)  # the output topic is at-least-once
     while time.monotonic() < deadline + 30 and loop.scored < 5:
         time.sleep(0.1)
@@ -242,8 +243,8 @@ def test_unscorable_feedback_goes_to_the_dead_letter_topic_with_a_reason(
         fb("b5", "", "no user"),  # missing user id
         fb("ok", "carol", NEGATIVE_REVIEW, item="sku-9"),  # the one good record
     ]
-    produce(kafka, settings.topic, records)
-    dead = read_all(kafka, settings.dlq_topic, 5)
+    produce(kafka, settings.consumer.topic, records)
+    dead = read_all(kafka, settings.consumer.dlq_topic, 5)
     reasons = sorted(dict(rec.headers)[REASON_HEADER].decode().split(":")[0] for rec in dead)
     assert reasons == sorted(
         ["empty_text", "text_too_long", "invalid_utf8", "missing_id", "missing_id"]
@@ -261,16 +262,20 @@ def test_offsets_are_committed_after_the_batch_is_handled(
     kafka: KafkaEndpoint, run_loop: Any
 ) -> None:
     settings, _ = run_loop
-    produce(kafka, settings.topic, [fb(f"c{i}", f"u{i % 3}", POSITIVE_REVIEW) for i in range(12)])
+    produce(
+        kafka,
+        settings.consumer.topic,
+        [fb(f"c{i}", f"u{i % 3}", POSITIVE_REVIEW) for i in range(12)],
+    )
     read_all(kafka, settings.output_topic, 12)
     # A second client of the group that never subscribes: it reads the group's
     # committed offsets without joining (and so without disturbing the loop).
-    probe = make_consumer(kafka.bootstrap, settings.group_id, **kafka.consumer_config())
+    probe = make_consumer(kafka.bootstrap, settings.consumer.group_id, **kafka.consumer_config())
     try:
         deadline = time.monotonic() + 30
         committed = 0
         while time.monotonic() < deadline:
-            parts = [TopicPartition(settings.topic, p) for p in (0, 1)]
+            parts = [TopicPartition(settings.consumer.topic, p) for p in (0, 1)]
             committed = sum(probe.committed(tp) or 0 for tp in parts)
             if committed == 12:
                 break

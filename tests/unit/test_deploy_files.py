@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from recsys import kafka_io
+from recsys import kafka_codec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,13 +128,13 @@ def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:
 
 def test_required_topics_match_the_kafka_io_contract() -> None:
     assert set(rules.REQUIRED_TOPICS) == {
-        kafka_io.TOPIC_CLICKS,
-        kafka_io.TOPIC_CLICKS_DLQ,
-        kafka_io.TOPIC_FEEDBACK,
-        kafka_io.TOPIC_FEEDBACK_SCORED,
-        kafka_io.TOPIC_FEEDBACK_DLQ,
+        kafka_codec.TOPIC_CLICKS,
+        kafka_codec.TOPIC_CLICKS_DLQ,
+        kafka_codec.TOPIC_FEEDBACK,
+        kafka_codec.TOPIC_FEEDBACK_SCORED,
+        kafka_codec.TOPIC_FEEDBACK_DLQ,
     }
-    assert rules.CLICKS_TOPIC == kafka_io.TOPIC_CLICKS
+    assert rules.CLICKS_TOPIC == kafka_codec.TOPIC_CLICKS
 
 
 # --------------------------------------------------------------------------

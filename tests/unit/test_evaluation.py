@@ -9,21 +9,21 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.store.keys import KeySchema
-from services.recommender.evaluation import (
-    REPLAY_VARIANTS,
+from services.recommender.evaluation.data import (
     EventLog,
-    PopularityRec,
-    RealtimeConfig,
-    batch_top_k,
-    evaluate,
-    list_metrics,
     random_split,
-    ranking_metrics,
     recency_boosted,
-    replay,
     temporal_user_split,
     time_split,
 )
+from services.recommender.evaluation.metrics import (
+    batch_top_k,
+    evaluate,
+    list_metrics,
+    ranking_metrics,
+)
+from services.recommender.evaluation.recommenders import PopularityRec
+from services.recommender.evaluation.replay import REPLAY_VARIANTS, RealtimeConfig, replay
 from services.recommender.model import ItemMeta
 from services.recommender.training import (
     TrainConfig,
@@ -31,6 +31,21 @@ from services.recommender.training import (
     read_redis_weights,
     user_id_from_weights_key,
 )
+
+
+def test_package_keeps_the_names_callers_import_from_it() -> None:
+    """Regression: the split into submodules keeps ``evaluation.X`` working for the CLI,
+    the benchmarks and the demo, with the very objects the submodules define."""
+    from services.recommender import evaluation
+    from services.recommender.evaluation import data, metrics, offline, replay, results
+
+    assert evaluation.event_log_from_movielens is data.event_log_from_movielens
+    assert evaluation.time_split is data.time_split
+    assert evaluation.run_offline is offline.run_offline
+    assert evaluation.run_replay is replay.run_replay
+    assert evaluation.ProtocolResult is results.ProtocolResult
+    assert evaluation.evaluate is metrics.evaluate
+    assert set(evaluation.__all__) <= set(dir(evaluation))
 
 
 def test_ranking_metrics_by_hand() -> None:

@@ -11,18 +11,17 @@ import scipy.sparse as sp
 
 from recsys.errors import ConfigError
 from recsys_tools.cli import main
-from services.recommender import evaluation
-from services.recommender.evaluation import (
-    METRIC_KEYS,
+from services.recommender.evaluation import offline
+from services.recommender.evaluation.data import (
     EventLog,
-    PopularityRec,
-    ProtocolResult,
-    combine_folds,
     kfold_parts,
     offline_splits,
     random_split,
-    run_offline,
 )
+from services.recommender.evaluation.metrics import METRIC_KEYS
+from services.recommender.evaluation.offline import run_offline
+from services.recommender.evaluation.recommenders import PopularityRec
+from services.recommender.evaluation.results import ProtocolResult, combine_folds
 
 
 def _toy_log(n_users: int = 30, n_items: int = 12, per_user: int = 7) -> EventLog:
@@ -160,7 +159,9 @@ def test_each_fold_searches_on_its_training_part_and_refits_without_its_test(
     two = [{"weight": 1.0}, {"weight": 2.0}]  # two candidates: the search runs
     fits: list[sp.csr_matrix] = []
     monkeypatch.setattr(
-        evaluation, "_factories", lambda *_a, **_k: {"rec": (lambda p: _Recorder(fits, **p), two)}
+        offline,
+        "model_factories",
+        lambda *_a, **_k: {"rec": (lambda p: _Recorder(fits, **p), two)},
     )
     folds = 3
     result = run_offline("random", log_, folds=folds, seed=5, models=("rec",))

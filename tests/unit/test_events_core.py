@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys.consume import backoff_delays
 from recsys.errors import ConfigError
 from recsys.events.v1 import events_pb2
-from recsys.kafka_io import CONTENT_TYPE_JSON, backoff_delays, encode
+from recsys.kafka_codec import CONTENT_TYPE_JSON, Rejection, encode
 from recsys.store import FeatureEvent
 from services.events import core
 from services.events.config import ValidationConfig, load_settings, parse_weights
@@ -97,7 +98,7 @@ def test_invalid_events_are_rejected_with_a_reason(
     message: events_pb2.ClickEvent, code: str
 ) -> None:
     result = core.validate(message, NOW, CFG)
-    assert isinstance(result, core.Rejection)
+    assert isinstance(result, Rejection)
     assert result.code == code
     assert result.reason.startswith(code + ": ")
 
@@ -113,7 +114,7 @@ def test_timestamps_before_2000_far_future_or_missing_are_rejected() -> None:
     near_future.event_time.FromSeconds(int(NOW + 60))
     for message in (old, future, missing):
         result = core.validate(message, NOW, CFG)
-        assert isinstance(result, core.Rejection) and result.code == core.BAD_TIMESTAMP
+        assert isinstance(result, Rejection) and result.code == core.BAD_TIMESTAMP
     assert isinstance(core.validate(near_future, NOW, CFG), FeatureEvent)
 
 
@@ -138,7 +139,7 @@ def test_plan_batch_splits_good_and_bad_and_commits_past_both() -> None:
 def test_unknown_content_type_is_a_decode_rejection() -> None:
     record = Rec("t", 0, 0, b"u", b"{}", [("content-type", b"text/csv")])
     result = core.parse_record(record, NOW, CFG)
-    assert isinstance(result, core.Rejection) and result.code == core.DECODE
+    assert isinstance(result, Rejection) and result.code == core.DECODE
 
 
 # A bad payload: corrupt bytes, or a well-formed message with exactly one defect.
@@ -185,7 +186,7 @@ def bad_payloads(draw: st.DrawFn, now: float = NOW) -> bytes:
 @given(bad_payloads())
 def test_every_generated_bad_payload_is_rejected(payload: bytes) -> None:
     result = core.parse_record(rec(payload), NOW, CFG)
-    assert isinstance(result, core.Rejection)
+    assert isinstance(result, Rejection)
     assert result.code in core.REASON_CODES
 
 
@@ -198,7 +199,7 @@ def test_weights_config_requires_every_type() -> None:
 
 def test_settings_from_env_validate_and_fail_fast() -> None:
     s = load_settings({"EVENTS_TOPIC": "c", "TRENDING_HALF_LIFE_S": "60", "RECENT_CAP": "7"})
-    assert (s.topic, s.store.trending_half_life_s, s.store.recent_cap) == ("c", 60.0, 7)
+    assert (s.consumer.topic, s.store.trending_half_life_s, s.store.recent_cap) == ("c", 60.0, 7)
     for env in (
         {"EVENTS_TOPIC": "x", "EVENTS_DLQ_TOPIC": "x"},
         {"REDIS_URL": "http://x"},
@@ -209,7 +210,7 @@ def test_settings_from_env_validate_and_fail_fast() -> None:
         with pytest.raises(ConfigError):
             load_settings(env)
     assert (
-        load_settings({"KAFKA_MAX_POLL_INTERVAL_MS": "3000"}).consumer_overrides()[
+        load_settings({"KAFKA_MAX_POLL_INTERVAL_MS": "3000"}).consumer.consumer_overrides()[
             "max_poll_interval_ms"
         ]
         == 3000

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from recsys.events.v1 import events_pb2
 from recsys.feedback.v1 import feedback_pb2
-from recsys.kafka_io import (
+from recsys.kafka_codec import (
     CONTENT_TYPE_HEADER,
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_PROTOBUF,

@@ -8,13 +8,8 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from recsys.kafka_io import (
-    ProgressWatchdog,
-    assigned_lag,
-    group_joined,
-    probe_stall,
-    wait_for_partitions,
-)
+from recsys.consume import ProgressWatchdog, assigned_lag, group_joined, probe_stall
+from recsys.kafka_io import wait_for_partitions
 from services.events.config import load_settings as load_events_settings
 from services.events.consumer import EventsConsumer
 from services.sentiment.config import load_settings as load_sentiment_settings
@@ -155,12 +150,12 @@ def test_probe_stall_feeds_the_consumers_state_to_the_watchdog() -> None:
 
 def test_consumers_refresh_metadata_every_few_seconds_by_default() -> None:
     """A group that assigned nothing on a fresh topic heals at the next refresh, not in 5 min."""
-    assert load_events_settings({}).consumer_overrides()["metadata_max_age_ms"] == 5000
-    assert load_sentiment_settings({}).consumer_overrides()["metadata_max_age_ms"] == 5000
+    assert load_events_settings({}).consumer.consumer_overrides()["metadata_max_age_ms"] == 5000
+    assert load_sentiment_settings({}).consumer.consumer_overrides()["metadata_max_age_ms"] == 5000
     env = {"KAFKA_METADATA_MAX_AGE_MS": "2000", "EVENTS_STALL_TIMEOUT_S": "0"}
     settings = load_events_settings(env)
-    assert settings.consumer_overrides()["metadata_max_age_ms"] == 2000
-    assert settings.stall_timeout_s == 0
+    assert settings.consumer.consumer_overrides()["metadata_max_age_ms"] == 2000
+    assert settings.consumer.stall_timeout_s == 0
 
 
 class _NoStore:
@@ -188,7 +183,7 @@ def test_events_watchdog_rebuilds_a_consumer_stuck_joining() -> None:
     loop = EventsConsumer(settings, stuck, None, _NoStore(), consumer_factory=lambda: fresh)  # type: ignore[arg-type]
     loop.watchdog.reset(0.0)  # long ago
     assert loop.check_stall(threading.Event()) == "join"
-    assert stuck.closed and loop.consumer is fresh and fresh.subscribed == [settings.topic]
+    assert stuck.closed and loop.consumer is fresh and fresh.subscribed == [settings.consumer.topic]
     assert loop.restarts == 1
     assert loop.check_stall(threading.Event()) is None  # the clock restarted
 
@@ -218,7 +213,7 @@ def test_sentiment_watchdog_rebuilds_a_consumer_stuck_joining() -> None:
     )
     loop.watchdog.reset(0.0)
     assert loop.check_stall(threading.Event()) == "join"
-    assert stuck.closed and loop.consumer is fresh and fresh.subscribed == [settings.topic]
+    assert stuck.closed and loop.consumer is fresh and fresh.subscribed == [settings.consumer.topic]
     loop._pending[TP0] = 3
     loop.on_revoked([TP0])  # must not block (or raise) on kafka-python's IO thread
     assert fresh.async_commits and not loop._pending

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from recsys.errors import ConfigError, InvalidArgumentError, UnavailableError
 from recsys.feedback.v1 import feedback_pb2
-from recsys.kafka_io import CONTENT_TYPE_JSON, encode
+from recsys.kafka_codec import CONTENT_TYPE_JSON, encode
 from services.sentiment import core
 from services.sentiment.config import SentimentSettings, load_settings
 from services.sentiment.core import (
@@ -239,7 +239,9 @@ def test_tombstones_and_garbage_are_decode_errors() -> None:
     st.binary(max_size=200),
     st.sampled_from([None, [("content-type", CONTENT_TYPE_JSON.encode())]]),
 )
-def test_plan_never_raises_on_any_bytes(value: bytes, headers: list | None) -> None:
+def test_plan_never_raises_on_any_bytes(
+    value: bytes, headers: list[tuple[str, bytes | None]] | None
+) -> None:
     p = plan(Record(value, headers))
     assert len(p.items) + len(p.rejected) == 1
 
