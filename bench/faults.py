@@ -41,27 +41,24 @@ from bench.system_common import (
     ClientLoop,
     Infra,
     Producer,
-    Service,
     StackNames,
     Workload,
     applied_events,
-    compare_features,
     events_service,
-    expected_event_features,
     group_lag,
     infrastructure,
     log,
     make_topics,
-    normalised_dump,
     read_topic,
     recommender_model,
     recommender_service,
     rss_mb,
     sentiment_model,
     sentiment_service,
-    wait_for,
     workload,
 )
+from recsys_tools.harness import Service, free_port, wait_for, wait_serving
+from recsys_tools.harness.features import compare_features, expected_event_features, normalised_dump
 
 CASES: dict[str, str] = {
     "none": "no fault (the reference run)",
@@ -127,6 +124,7 @@ def _restart_service(svc: Service) -> Callable[[], None]:
     def inject() -> None:
         svc.kill()
         svc.start()
+        wait_serving(svc, 120)
 
     return inject
 
@@ -136,6 +134,7 @@ def _restart_recommender(svc: Service) -> Callable[[], None]:
         svc.kill()
         time.sleep(1.0)  # a window clients must ride out
         svc.start()
+        wait_serving(svc, 120)
 
     return inject
 
@@ -170,14 +169,12 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     log_dir = suite.work_dir / case
     log_dir.mkdir(parents=True, exist_ok=True)
     infra = suite.infra
-    from recsys_tools.infra.process import free_port
-
     make_topics(infra, names)
     events = events_service(infra, names, log_dir)
-    sentiment = sentiment_service(infra, names, log_dir, suite.sentiment_model)
     # Small micro-batches: the quick workload is otherwise scored in well under a second,
     # so the sentiment kill would land after the stream instead of in the middle of it.
-    sentiment.env["SENTIMENT_MAX_POLL_RECORDS"] = "8"
+    sentiment = sentiment_service(infra, names, log_dir, suite.sentiment_model,
+                                  SENTIMENT_MAX_POLL_RECORDS="8")  # fmt: skip
     port = free_port()
     rec = recommender_service(infra, names, log_dir, suite.recommender_model, port)
     services = [events, sentiment, rec]
@@ -187,9 +184,9 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     watchdog: Watchdog | None = None
     try:
         for svc in services:
-            svc.spawn()
+            svc.start()
         for svc in services:
-            svc.wait_ready(180)
+            wait_serving(svc, 180)
         client.start()
         watchdog = Watchdog(suite, names, events, sentiment)
         watchdog.start()
@@ -208,7 +205,7 @@ def run_case(suite: Suite, case: str) -> CaseResult:
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         for svc in services:
-            log(f"{svc.name} log tail:\n{svc.tail(1500)}")
+            log(f"{svc.name} log tail:\n{svc.log_text()[-1500:]}")
     finally:
         if watchdog is not None:
             watchdog.stop_event.set()
@@ -218,7 +215,7 @@ def run_case(suite: Suite, case: str) -> CaseResult:
         client.join(10)
         for p in producers:
             p.stop_event.set()
-        exits = {svc.name: svc.terminate() for svc in services}
+        exits = {svc.name: svc.stop(timeout_s=30) for svc in services}
         result.counts["exit_codes_on_sigterm"] = exits
     stalls = result.counts.get("stall_restarts", {})
     result.check(
@@ -283,9 +280,10 @@ class Watchdog(threading.Thread):
                     log(f"{name} made no progress for {STALL_S:.0f} s at {done}/{total}; "
                         f"restarting it")  # fmt: skip
                     self.restarts[name] += 1
-                    svc.terminate(timeout_s=10)
+                    svc.stop(timeout_s=10)
                     with contextlib.suppress(Exception):
-                        svc.start(180)
+                        svc.start()
+                        wait_serving(svc, 180)
                     since[name] = time.monotonic()
 
 

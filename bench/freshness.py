@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from bench.recommender_common import (
-    events_service,
     kafka_endpoint,
     log,
     ml100k_split,
@@ -35,6 +34,7 @@ from bench.recommender_common import (
     redis_endpoint,
     train_ml100k,
 )
+from recsys_tools.harness import events_service
 
 PREFIX = "bench-fresh"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recsys_tools.harness import Service, free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 GHZ_VERSION = "v0.121.0"
@@ -313,95 +314,31 @@ def seed_ml100k_state(redis_url: str, prefix: str, data: Ml100k) -> int:
 
 
 # ----------------------------------------------------------------------------- server
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_serving(
-    target: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"server at {target} not SERVING after {timeout_s}s")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the graceful drain), then SIGKILL of the whole session after 20 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @contextmanager
 def recommender(model_dir: Path, redis_url: str, prefix: str, work_dir: Path,
-                **env: str) -> Iterator[ServerProcess]:  # fmt: skip
-    """``python -m services.recommender`` with the given environment; SIGTERM on exit."""
+                **env: str) -> Iterator[Service]:  # fmt: skip
+    """``python -m services.recommender`` with the given environment, once every worker
+    serves; SIGTERM on exit."""
     port = free_port()
-    full_env = {
-        **os.environ,
+    server = Service("recommender", ["services.recommender"], {
         "RECSYS_MODEL_DIR": str(model_dir),
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": prefix,
         "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(port),
-        "METRICS_PORT": "0",
         "LOG_LEVEL": "info",
         "GRACE_S": "2",
-        "PYTHONUNBUFFERED": "1",
         **env,
-    }
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = work_dir / f"recommender-{port}.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.recommender"], cwd=ROOT,
-                                env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    server = ServerProcess(proc, port, log_path)
+    }, log_path=work_dir / f"recommender-{port}.log", port=port)  # fmt: skip
+    server.start()
     try:
-        wait_serving(server.target, 120, proc)
+        wait_serving(server, 120)
         # health answers from whichever worker got the connection: wait for all of them
-        workers = int(full_env.get("WORKERS", "1") or "1")
-        deadline = time.monotonic() + 120
-        while log_path.read_text(errors="replace").count('"recommender serving"') < workers:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"not every worker became ready; see {log_path}")
-            time.sleep(0.2)
+        workers = int((server.env or {}).get("WORKERS", "1") or "1")
+        server.wait_ready(lambda: server.log_count('"recommender serving"') >= workers,
+                          timeout_s=120, what=f"{workers} workers serving")  # fmt: skip
         yield server
     finally:
-        stop_process(proc)
+        server.stop()
 
 
 # ------------------------------------------------------------------ Kafka + events service
@@ -421,42 +358,6 @@ def kafka_endpoint(work_dir: Path) -> Iterator[Any]:
     finally:
         if endpoint.server is not None:
             endpoint.server.stop()
-
-
-@contextmanager
-def events_service(kafka: Any, redis_url: str, topic: str, prefix: str, work_dir: Path,
-                   **extra: str) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
-    """``python -m services.events`` consuming ``topic`` into Redis under ``prefix``."""
-    from recsys.kafka_io import ensure_topics
-
-    ensure_topics(kafka.bootstrap, {topic: 4, f"{topic}.dlq": 1})
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "REDIS_URL": redis_url,
-        "EVENTS_TOPIC": topic,
-        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
-        "EVENTS_GROUP_ID": f"{topic}-events",
-        "REDIS_KEY_PREFIX": prefix,
-        "GRPC_PORT": "0",
-        "METRICS_PORT": "0",
-        "EVENTS_CREATE_TOPICS": "false",
-        "EVENTS_POLL_TIMEOUT_MS": "100",
-        "LOG_LEVEL": "warning",
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
-    for key, value in kafka.consumer_overrides.items():
-        env[f"KAFKA_{key.upper()}"] = str(value)
-    log_path = work_dir / f"events-{topic}.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.events"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def applied_events(client: Any, prefix: str) -> int:

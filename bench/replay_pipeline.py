@@ -39,7 +39,6 @@ import numpy as np
 from bench.recommender_common import (
     Ml100k,
     applied_events,
-    events_service,
     kafka_endpoint,
     log,
     ml100k_split,
@@ -47,6 +46,7 @@ from bench.recommender_common import (
     redis_endpoint,
     train_ml100k,
 )
+from recsys_tools.harness import events_service
 
 PREFIX = "bench-replay"
 K = 10

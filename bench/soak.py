@@ -43,6 +43,7 @@ from bench.system_common import (
     sentiment_service,
     workload,
 )
+from recsys_tools.harness import free_port, wait_serving
 
 SERVICES = ("events", "sentiment", "recommender")
 GOAL_PCT = 10.0
@@ -65,7 +66,6 @@ def run(minutes: float, work: Path, sample_s: float, plot: Path | None) -> dict[
     load = workload(20000, 2000, anchor=time.time() - 120)
     with infrastructure(work) as infra:
         from recsys.redis_io import make_redis
-        from recsys_tools.infra.process import free_port
 
         names = StackNames.for_run(f"soak-{int(time.time())}")
         make_topics(infra, names)
@@ -74,9 +74,9 @@ def run(minutes: float, work: Path, sample_s: float, plot: Path | None) -> dict[
                     sentiment_service(infra, names, work, sent_model),
                     recommender_service(infra, names, work, rec_model, port)]  # fmt: skip
         for svc in services:
-            svc.spawn()
+            svc.start()
         for svc in services:
-            svc.wait_ready(180)
+            wait_serving(svc, 180)
         redis = make_redis(infra.redis_url)
         lock = threading.Lock()
 
@@ -108,7 +108,7 @@ def run(minutes: float, work: Path, sample_s: float, plot: Path | None) -> dict[
                 time.sleep(sample_s)
                 for svc in services:
                     if not svc.running():
-                        raise RuntimeError(f"{svc.name} died: {svc.tail()}")
+                        raise RuntimeError(f"{svc.name} died: {svc.log_text()[-2000:]}")
         finally:
             stop.set()
             client.stop_event.set()
@@ -118,7 +118,7 @@ def run(minutes: float, work: Path, sample_s: float, plot: Path | None) -> dict[
             with lock:
                 applied = applied_events(redis, names.prefix)
             elapsed = time.monotonic() - t0
-            exits = {s.name: s.terminate() for s in services}
+            exits = {s.name: s.stop(timeout_s=30) for s in services}
             redis.close()
     out: dict[str, Any] = {}
     for name, series in samples.items():

@@ -55,6 +55,7 @@ from bench.system_common import (
     recommender_service,
     rss_mb,
 )
+from recsys_tools.harness import free_port, wait_serving
 
 IMG = ROOT / "docs" / "img"
 PARTS = ("latency", "freshness", "hr", "scaling")
@@ -92,7 +93,6 @@ def _ghz_latencies(ghz: str, target: str, user: str, concurrency: int,
 def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     from bench.recommender_common import ensure_ghz
     from recsys.redis_io import make_redis
-    from recsys_tools.infra.process import free_port
 
     ghz = ensure_ghz()
     if ghz is None:
@@ -104,10 +104,10 @@ def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     port = free_port()
     rec = recommender_service(infra, names, work, model, port, workers=2)
     ev = events_service(infra, names, work)
-    rec.spawn()
-    ev.spawn()
-    rec.wait_ready(180)
-    ev.wait_ready(120)
+    rec.start()
+    ev.start()
+    wait_serving(rec, 180)
+    wait_serving(ev, 120)
     target = f"127.0.0.1:{port}"
     user = events[0].user_id
     duration = 4.0 if quick else 15.0
@@ -141,8 +141,8 @@ def part_latency(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
         stop.set()
         producer.join(30)
     finally:
-        rec.terminate()
-        ev.terminate()
+        rec.stop(timeout_s=30)
+        ev.stop(timeout_s=30)
         redis.close()
 
     def pct(xs: list[float], q: float) -> float:
@@ -191,7 +191,9 @@ def part_freshness(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
 
     names = StackNames.for_run(f"fresh-{int(time.time())}")
     make_topics(infra, names)
-    ev = events_service(infra, names, work).start(120)
+    ev = events_service(infra, names, work)
+    ev.start()
+    wait_serving(ev, 120)
     redis = make_redis(infra.redis_url)
     producer = make_producer(infra.bootstrap, linger_ms=0)
     keys = KeySchema(names.prefix)
@@ -229,7 +231,7 @@ def part_freshness(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
     finally:
         producer.close(timeout=5)
         redis.close()
-        ev.terminate()
+        ev.stop(timeout_s=30)
     arr = np.array(lat)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
@@ -324,10 +326,11 @@ def part_scaling(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
                              f"{names.prefix}-k{k}")  # fmt: skip
             svcs = []
             for i in range(k):
-                svc = events_service(infra, run, work, index=10 * k + i)
-                svc.env["EVENTS_GROUP_ID"] = f"{names.events_topic}-k{k}"
-                svc.env["LOG_LEVEL"] = "warning"
-                svcs.append(svc.spawn())
+                svc = events_service(infra, run, work, index=10 * k + i,
+                                     EVENTS_GROUP_ID=f"{names.events_topic}-k{k}",
+                                     LOG_LEVEL="warning")  # fmt: skip
+                svc.start()
+                svcs.append(svc)
             marks: dict[float, float] = {}
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
@@ -339,7 +342,7 @@ def part_scaling(infra: Infra, work: Path, quick: bool) -> dict[str, Any]:
                     break
                 time.sleep(0.05)
             for svc in svcs:
-                svc.terminate()
+                svc.stop(timeout_s=30)
             if 0.95 in marks and 0.05 in marks:
                 rates[k] = 0.9 * total / (marks[0.95] - marks[0.05])
                 log(f"scaling: {k} process(es): {rates[k]:.0f} events/s")

@@ -16,23 +16,21 @@ restarting) is sent again whole, because the consumers are expected to be idempo
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys_tools.harness import Service, free_port, wait_for
+from recsys_tools.harness.features import HALF_LIFE, RECENT_CAP
+
 ROOT = Path(__file__).resolve().parents[1]
-EPOCH = 946_684_800.0
-RECENT_CAP = 20
-HALF_LIFE = 3600.0
 #: Large, so the decayed per-user sentiment ``n`` counts the records folded in.
 SENTIMENT_HALF_LIFE = 1e9
 FEEDBACK_TIME = 1_700_000_000.0
@@ -40,17 +38,6 @@ FEEDBACK_TIME = 1_700_000_000.0
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
-             poll_s: float = 0.2) -> None:  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if predicate():
-                return
-        time.sleep(poll_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 # ------------------------------------------------------------------------ infrastructure
@@ -138,192 +125,7 @@ def workload(n_events: int, n_feedback: int, anchor: float) -> Workload:
     return Workload(events, feedback_records(n_feedback, users, items))
 
 
-# ------------------------------------------------------------------ expected features
-def expected_event_features(events: list[Any], prefix: str,
-                            rating_scale: float = 1.0,
-                            rating_offset: float = 0.0) -> dict[str, Any]:  # fmt: skip
-    """The events service's Redis features, computed here with plain Python (docs/events.md)."""
-    from recsys.events.v1 import events_pb2
-    from recsys.store import KeySchema
-
-    weights_of = {events_pb2.EVENT_TYPE_VIEW: ("view", 1.0), events_pb2.EVENT_TYPE_CLICK:
-                  ("click", 2.0), events_pb2.EVENT_TYPE_ADD_TO_CART: ("add_to_cart", 4.0),
-                  events_pb2.EVENT_TYPE_PURCHASE: ("purchase", 8.0)}  # fmt: skip
-    keys = KeySchema(prefix)
-    recent: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    weights: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    counters: dict[str, int] = defaultdict(int)
-    trend: dict[str, list[float]] = defaultdict(list)
-    seen: set[str] = set()
-    lam = math.log(2) / HALF_LIFE
-    for ev in events:
-        if ev.event_id in seen:
-            continue
-        seen.add(ev.event_id)
-        if ev.event_type == events_pb2.EVENT_TYPE_RATING:
-            kind, w = "rating", rating_scale * (ev.value - rating_offset)
-        else:
-            kind, w = weights_of[ev.event_type]
-        ts = ev.event_time.seconds + ev.event_time.nanos / 1e9
-        recent[ev.user_id].append({"item": ev.item_id, "type": kind, "weight": w, "ts": ts})
-        weights[ev.user_id][ev.item_id] += w
-        counters[kind] += 1
-        if w > 0:
-            trend[ev.item_id].append(math.log(w) + lam * (ts - EPOCH))
-    out: dict[str, Any] = {}
-    for user, rows in recent.items():
-        out[keys.recent(user)] = list(reversed(rows))[:RECENT_CAP]
-        out[keys.seen(user)] = sorted({r["item"] for r in rows})
-        out[keys.weights(user)] = dict(weights[user])
-    out[keys.counters()] = dict(counters)
-    trending = {}
-    for item, terms in trend.items():
-        m = max(terms)
-        trending[item] = m + math.log(math.fsum(math.exp(t - m) for t in terms))
-    out[keys.trending()] = trending
-    return out
-
-
-def normalised_dump(client: Any, prefix: str) -> dict[str, Any]:
-    """Redis features under ``prefix`` in comparable form, keys renamed to ``<prefix>`` → ``P``.
-
-    Time-dependent values are reduced to what two runs must share: a suppression set to
-    its members (its scores are expiry times), a sentiment hash to its (avg, n) pair.
-    """
-    import json
-
-    from recsys.store import KeySchema
-    from recsys.store.redis_store import dump_features
-
-    keys = KeySchema(prefix)
-    out: dict[str, Any] = {}
-    for key, value in dump_features(client, keys).items():
-        if key.endswith(":recent"):
-            v: Any = [json.loads(x) for x in value]
-        elif key.endswith(":weights"):
-            v = {k: float(x) for k, x in value.items()}
-        elif key == keys.counters():
-            v = {k: int(x) for k, x in value.items()}
-        elif key.endswith(":suppressed"):
-            v = sorted(value)
-        elif key.endswith(":sentiment"):
-            v = {"avg": float(value.get("avg", "nan")), "n": float(value.get("n", "nan"))}
-        else:
-            v = value
-        out["P" + key[len(prefix) :]] = v
-    return out
-
-
-def compare_features(actual: dict[str, Any], expected: dict[str, Any],
-                     rel: float = 1e-9) -> list[str]:  # fmt: skip
-    """Differences between two normalised dumps (empty when equal within float rounding)."""
-    diffs: list[str] = []
-    for key in sorted(set(actual) ^ set(expected)):
-        diffs.append(f"{key}: only in {'actual' if key in actual else 'expected'}")
-    for key in sorted(set(actual) & set(expected)):
-        a, e = actual[key], expected[key]
-        if not _close(a, e, rel):
-            diffs.append(f"{key}: {str(a)[:120]} != {str(e)[:120]}")
-    return diffs
-
-
-def _close(a: Any, e: Any, rel: float) -> bool:
-    if isinstance(a, dict) and isinstance(e, dict):
-        return a.keys() == e.keys() and all(_close(a[k], e[k], rel) for k in a)
-    if isinstance(a, list) and isinstance(e, list):
-        return len(a) == len(e) and all(_close(x, y, rel) for x, y in zip(a, e, strict=True))
-    if isinstance(a, float) or isinstance(e, float):
-        try:
-            return math.isclose(float(a), float(e), rel_tol=rel, abs_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    return bool(a == e)
-
-
 # ---------------------------------------------------------------------------- services
-@dataclass
-class Service:
-    """One service subprocess; ``restart()`` reuses its environment (same group, same port)."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    ready: Callable[[Service], bool] = field(default=lambda s: True)
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    def start(self, timeout_s: float = 120.0) -> Service:
-        return self.spawn().wait_ready(timeout_s)
-
-    def spawn(self) -> Service:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.starts += 1
-        return self
-
-    def wait_ready(self, timeout_s: float = 120.0) -> Service:
-        proc = self.proc
-        assert proc is not None, "spawn() first"
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {proc.returncode}: {self.tail()}")
-            return self.ready(self)
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if up():
-                return self
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready after {timeout_s:.0f} s: {self.tail()}")
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (a recommender with workers has children)."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self, timeout_s: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return None
-        return self.proc.returncode
-
-    def tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def log_count(self, text: str) -> int:
-        try:
-            return self.log_path.read_text(errors="replace").count(text)
-        except OSError:
-            return 0
-
-
 def rss_mb(pid: int | None, children: bool = True) -> float:
     """Resident memory of a process (and its children), MiB; 0 when it is gone."""
     import psutil
@@ -364,23 +166,18 @@ class StackNames:
 
 
 def base_env(infra: Infra, names: StackNames) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap,
+    """What every service of a stack is started with (over the harness's defaults)."""
+    from recsys_tools.harness import kafka_env
+
+    return {
         "REDIS_URL": infra.redis_url,
         "REDIS_KEY_PREFIX": names.prefix,
-        "GRPC_PORT": "0",
-        "METRICS_PORT": "0",
         "LOG_LEVEL": "info",
-        "PYTHONUNBUFFERED": "1",
         # a SIGKILLed member's partitions move after the session timeout: keep it short
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        **kafka_env(infra.kafka),
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    for key, value in infra.kafka.consumer_overrides.items():
-        env[f"KAFKA_{key.upper()}"] = str(value)
-    return env
 
 
 def make_topics(infra: Infra, names: StackNames, events_partitions: int = 3) -> None:
@@ -399,7 +196,9 @@ def make_topics(infra: Infra, names: StackNames, events_partitions: int = 3) -> 
         probe.close()
 
 
-def events_service(infra: Infra, names: StackNames, log_dir: Path, index: int = 0) -> Service:
+def events_service(infra: Infra, names: StackNames, log_dir: Path, index: int = 0,
+                   **extra: str) -> Service:  # fmt: skip
+    """Not started; ready once it logged its first ``"serving": true`` (it has no known port)."""
     env = base_env(infra, names) | {
         "EVENTS_TOPIC": names.events_topic,
         "EVENTS_DLQ_TOPIC": f"{names.events_topic}.dlq",
@@ -410,18 +209,17 @@ def events_service(infra: Infra, names: StackNames, log_dir: Path, index: int = 
         "EVENTS_HEALTH_CHECK_INTERVAL_S": "0.5",
         "RECENT_CAP": str(RECENT_CAP),
         "TRENDING_HALF_LIFE_S": str(HALF_LIFE),
+        **extra,
     }
-    return Service(f"events{index or ''}", [sys.executable, "-m", "services.events"], env,
-                   log_dir / f"events{index}.log",
+    return Service(f"events{index or ''}", ["services.events"], env,
+                   log_path=log_dir / f"events{index}.log",
                    ready=lambda s: s.log_count('"serving": true') > 0)  # fmt: skip
 
 
-def sentiment_service(infra: Infra, names: StackNames, log_dir: Path, model_dir: Path) -> Service:
-    from recsys_tools.infra.process import free_port
-
-    port = free_port()  # a fixed port, so readiness is the gRPC health answer
+def sentiment_service(infra: Infra, names: StackNames, log_dir: Path, model_dir: Path,
+                      **extra: str) -> Service:  # fmt: skip
+    """Not started; on a fixed port, so readiness is its gRPC health answer."""
     env = base_env(infra, names) | {
-        "GRPC_PORT": str(port),
         "SENTIMENT_MODEL_DIR": str(model_dir),
         "SENTIMENT_TOPIC": names.feedback_topic,
         "SENTIMENT_OUTPUT_TOPIC": names.scored_topic,
@@ -433,39 +231,24 @@ def sentiment_service(infra: Infra, names: StackNames, log_dir: Path, model_dir:
         "SENTIMENT_HALF_LIFE_S": str(SENTIMENT_HALF_LIFE),
         "SENTIMENT_SUPPRESS_TTL_S": "86400",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **extra,
     }
-    return Service("sentiment", [sys.executable, "-m", "services.sentiment", "consume"], env,
-                   log_dir / "sentiment.log",
-                   ready=lambda s: _serving(f"127.0.0.1:{port}"))  # fmt: skip
+    return Service("sentiment", ["services.sentiment", "consume"], env,
+                   log_path=log_dir / "sentiment.log", port=free_port())  # fmt: skip
 
 
 def recommender_service(infra: Infra, names: StackNames, log_dir: Path, model_dir: Path,
                         port: int, workers: int = 1) -> Service:  # fmt: skip
+    """Not started; ``port`` is fixed so that a restart serves the same clients."""
     env = base_env(infra, names) | {
         "RECSYS_MODEL_DIR": str(model_dir),
         "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(port),
         "WORKERS": str(workers),
         "GRACE_S": "2",
         "RELOAD_INTERVAL_S": "0",
     }
-    target = f"127.0.0.1:{port}"
-    return Service("recommender", [sys.executable, "-m", "services.recommender"], env,
-                   log_dir / "recommender.log",
-                   ready=lambda s: _serving(target))  # fmt: skip
-
-
-def _serving(target: str) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1)  # fmt: skip
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    return Service("recommender", ["services.recommender"], env,
+                   log_path=log_dir / "recommender.log", port=port)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- models

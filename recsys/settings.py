@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import urlparse
 
 from recsys.errors import ConfigError
@@ -238,35 +237,3 @@ def kafka_consumer_env(env: Mapping[str, str]) -> dict[str, int]:
         env, "KAFKA_METADATA_MAX_AGE_MS", 5000, minimum=500, maximum=3_600_000
     )
     return values
-
-
-class KafkaConsumerSettings(Protocol):
-    """The fields :func:`kafka_consumer_env` fills in a service's settings."""
-
-    @property
-    def max_poll_interval_ms(self) -> int: ...
-    @property
-    def session_timeout_ms(self) -> int: ...
-    @property
-    def heartbeat_interval_ms(self) -> int: ...
-    @property
-    def fetch_max_wait_ms(self) -> int: ...
-    @property
-    def metadata_max_age_ms(self) -> int: ...
-
-
-def kafka_consumer_overrides(
-    settings: KafkaConsumerSettings, client_id: str, max_poll_records: int
-) -> dict[str, object]:
-    """kafka-python consumer keyword arguments from a service's settings: the timeouts
-    that are set (non-zero) plus the metadata refresh, poll size and client id."""
-    overrides: dict[str, object] = {
-        "max_poll_records": max_poll_records,
-        "client_id": client_id,
-        "metadata_max_age_ms": settings.metadata_max_age_ms,
-    }
-    for key in KAFKA_CONSUMER_TIMEOUTS:
-        value = getattr(settings, key)
-        if value > 0:
-            overrides[key] = value
-    return overrides

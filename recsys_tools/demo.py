@@ -117,13 +117,11 @@ class Demo:
     def run(self, stack: contextlib.ExitStack, work: Path) -> int:
         from recsys_tools.demo_services import (
             has_sentiment_model,
-            kafka_env,
             load_timeline,
-            start_service,
             train_recommender,
             train_sentiment,
-            wait_serving,
         )
+        from recsys_tools.harness import kafka_env, start_service, wait_serving
         from recsys_tools.infra.launcher import start_kafka, start_redis
 
         args = self.args
@@ -203,8 +201,7 @@ class Demo:
         stack.callback(self._stopping, sentiment)
         for svc in (events, recommender, sentiment):  # started together, TF loads meanwhile
             wait_serving(svc)
-            say(f"service {svc.name}: pid {svc.process.pid}, gRPC {svc.target}, "
-                f"log {svc.process.log_path}")  # fmt: skip
+            say(f"service {svc.name}: pid {svc.pid}, gRPC {svc.target}, log {svc.log_path}")
         self.services = [events, recommender, sentiment]
         steps.update()
 

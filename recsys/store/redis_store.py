@@ -405,7 +405,8 @@ class RedisFeatureStore:
         recommender runs its requests on one loop thread per process), and hiredis
         decodes the replies to text: through redis-py's pipeline object (pool checkout
         and release, per-command packing, response callbacks, retry wrappers) the read
-        was ~40% of the handler's CPU. A cluster client keeps its pipeline: it routes
+        was a large share of the handler's CPU (docs/benchmarks.md, History, "The
+        handler"). A cluster client keeps its pipeline: it routes
         the three commands, which share one hash slot, to their node in one round trip.
         """
         now = time.time() if now is None else now

@@ -11,6 +11,7 @@ from typing import Any
 from recsys.kafka_codec import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, TOPIC_CLICKS
 from recsys.kafka_io import check_reachable, ensure_topics, make_producer
 from recsys.settings import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
+from recsys.store.keys import DEFAULT_PREFIX
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def register(subparsers: Any) -> None:
     f = subparsers.add_parser("forget-user", help="delete every Redis key of one user (privacy)")
     f.add_argument("user_id")
     f.add_argument("--redis-url", default=env.get("REDIS_URL", DEFAULT_REDIS_URL))
-    f.add_argument("--key-prefix", default=env.get("REDIS_KEY_PREFIX", "rs"))
+    f.add_argument("--key-prefix", default=env.get("REDIS_KEY_PREFIX", DEFAULT_PREFIX))
     f.set_defaults(func=_forget_user)
 
     e = subparsers.add_parser(

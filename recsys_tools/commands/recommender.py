@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from recsys.errors import ConfigError
+from recsys.store.keys import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--dataset", default="ml-100k", help="data set name for --source dataset")
     p.add_argument("--csv", help="user,item,weight file for --source csv")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--key-prefix", default=os.environ.get("REDIS_KEY_PREFIX", "rs"))
+    p.add_argument("--key-prefix", default=os.environ.get("REDIS_KEY_PREFIX", DEFAULT_PREFIX))
     p.add_argument(
         "--items-from",
         default=None,
@@ -115,8 +116,8 @@ def _load_dataset(name: str) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
+    from recsys.weights import EventWeights
     from services.recommender import artifact, training
-    from services.recommender.weights import EventWeights
 
     config = _config_from_args(args)
     started = time.perf_counter()

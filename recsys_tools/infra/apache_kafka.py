@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recsys.errors import ConfigError, InfraError
+from recsys_tools.harness import ManagedProcess, ManagedServer, free_port, port_open
 from recsys_tools.infra.endpoints import KafkaEndpoint, cache_dir
-from recsys_tools.infra.process import ManagedProcess, ManagedServer, free_port, port_open
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"

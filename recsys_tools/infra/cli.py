@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError, RecsysError
+from recsys_tools.harness import pid_matches, port_open, stop_pid
 from recsys_tools.infra.apache_kafka import ApacheKafka
 from recsys_tools.infra.endpoints import KafkaEndpoint, RedisEndpoint, cache_dir
 from recsys_tools.infra.launcher import (
@@ -29,7 +30,6 @@ from recsys_tools.infra.launcher import (
     start_kafka,
     start_redis,
 )
-from recsys_tools.infra.process import pid_matches, port_open, stop_pid
 from recsys_tools.infra.redis_server import RedisServer
 from recsys_tools.infra.tansu import TansuBroker
 

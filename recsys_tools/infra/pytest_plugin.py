@@ -25,9 +25,9 @@ from typing import Any, cast
 import pytest
 
 from recsys.settings import env_choice
+from recsys_tools.harness import stop_all_owned
 from recsys_tools.infra.endpoints import KafkaEndpoint, KafkaKind, RedisEndpoint
 from recsys_tools.infra.launcher import resolve_kafka_kind, start_kafka, start_redis
-from recsys_tools.infra.process import stop_all_owned
 from recsys_tools.infra.redis_server import RedisServer
 
 _USED: dict[str, str] = {}
@@ -141,12 +141,13 @@ def key_prefix(unique_name: str) -> str:
 def redis_client(redis_url: str, key_prefix: str) -> Iterator[Any]:
     """A client for ``redis_url``; deletes every ``<key_prefix>:*`` key in teardown."""
     from recsys.redis_io import make_redis
+    from recsys.store.keys import KeySchema
 
     client = make_redis(redis_url)
     try:
         yield client
     finally:
-        keys = list(client.scan_iter(match=f"{key_prefix}:*", count=500))
+        keys = list(client.scan_iter(match=KeySchema(key_prefix).prefix_pattern(), count=500))
         keys += [key_prefix] if client.exists(key_prefix) else []
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from recsys.errors import ConfigError, InfraError
-from recsys_tools.infra.process import free_port
+from recsys_tools.harness import free_port
 from recsys_tools.infra.redis_server import RedisServer
 
 SLOTS = 16384

@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 from recsys.errors import ConfigError
+from recsys_tools.harness import ManagedProcess, ManagedServer, free_port
 from recsys_tools.infra.endpoints import RedisEndpoint
-from recsys_tools.infra.process import ManagedProcess, ManagedServer, free_port
 
 
 def redis_binary() -> str:

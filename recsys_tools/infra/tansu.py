@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recsys.errors import ConfigError
+from recsys_tools.harness import ManagedProcess, ManagedServer, free_port, port_open
 from recsys_tools.infra.apache_kafka import metadata_ready
 from recsys_tools.infra.endpoints import TANSU_CONSUMER_OVERRIDES, KafkaEndpoint
-from recsys_tools.infra.process import ManagedProcess, ManagedServer, free_port, port_open
 
 
 def tansu_binary() -> str:

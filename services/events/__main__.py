@@ -13,41 +13,30 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
 from recsys.kafka_io import consumer_factory, make_producer, prepare_topics
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
-from recsys.redis_io import make_redis
 from recsys.runtime import settle_heap
 from recsys.shutdown import install_stop_handlers
-from recsys.store import KeySchema
-from recsys.store.redis_store import RedisFeatureStore
+from recsys.store import FeatureStore, open_store
 from services.events.config import EventsSettings, load_settings
 from services.events.consumer import EventsConsumer
 
 log = logging.getLogger("services.events")
 
 
-def make_store(settings: EventsSettings) -> RedisFeatureStore:
-    """The Redis store in the configured write layout, scripts loaded (fails fast if down)."""
-    if settings.redis_cluster:
-        from redis.cluster import RedisCluster
-
-        client: Any = RedisCluster.from_url(settings.redis_url, socket_timeout=5.0)
-    else:
-        client = make_redis(settings.redis_url)
-    store = RedisFeatureStore(
-        client,
-        KeySchema(settings.key_prefix),
-        settings.store,
+def make_store(settings: EventsSettings) -> FeatureStore:
+    """The store in the configured write layout, scripts loaded (fails fast if down)."""
+    return open_store(
+        settings.redis_url,
+        prefix=settings.key_prefix,
+        config=settings.store,
         cluster=settings.redis_cluster,
         max_events_per_script=settings.redis_script_max_events,
     )
-    store.load_scripts()
-    return store
 
 
 def run(settings: EventsSettings, stop: threading.Event) -> int:

@@ -6,7 +6,6 @@ start with a ConfigError naming the variable.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,53 +23,19 @@ from recsys.settings import (
     load_consumer_settings,
     validate_redis_url,
 )
+from recsys.store.keys import DEFAULT_PREFIX
 from recsys.store.model import StoreConfig
-
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
-DEFAULT_EVENT_WEIGHTS = "view=1,click=2,add_to_cart=4,purchase=8"
-
-
-def parse_weights(raw: str, name: str = "EVENT_WEIGHTS") -> dict[str, float]:
-    """``type=weight`` pairs for the non-rating types; every such type must be given."""
-    weights: dict[str, float] = {}
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
-        kind, sep, value = part.partition("=")
-        kind = kind.strip().lower()
-        if not sep or kind not in EVENT_TYPES or kind == "rating":
-            raise ConfigError(
-                f"{name}: {part!r} is not type=weight with type in "
-                f"{', '.join(t for t in EVENT_TYPES if t != 'rating')}"
-            )
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: weight {value!r} of {kind} is not a number") from None
-        if not math.isfinite(weight):
-            raise ConfigError(f"{name}: weight of {kind} must be finite")
-        weights[kind] = weight
-    missing = [t for t in EVENT_TYPES if t != "rating" and t not in weights]
-    if missing:
-        raise ConfigError(f"{name} lacks a weight for {', '.join(missing)} (default: "
-                          f"{DEFAULT_EVENT_WEIGHTS})")  # fmt: skip
-    return weights
+from recsys.weights import EventWeights
 
 
 @dataclass(frozen=True)
-class ValidationConfig:
-    """What the pure core needs to accept or reject an event and weigh it."""
+class ValidationConfig(EventWeights):
+    """What the pure core needs to accept or reject an event, and (inherited) to weigh it."""
 
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: parse_weights(DEFAULT_EVENT_WEIGHTS)
-    )
-    rating_scale: float = 1.0
-    rating_offset: float = 0.0
     rating_min: float = 0.5
     rating_max: float = 5.0
     max_id_length: int = 128
     max_future_skew_s: float = 300.0
-
-    def rating_weight(self, value: float) -> float:
-        return self.rating_scale * (value - self.rating_offset)
 
 
 @dataclass(frozen=True)
@@ -87,7 +52,7 @@ class EventsSettings:
         )
     )
     redis_url: str = DEFAULT_REDIS_URL
-    key_prefix: str = "rs"
+    key_prefix: str = DEFAULT_PREFIX
     # Write layout: one script per slot group (Redis Cluster) or per chunk of users.
     redis_cluster: bool = False
     redis_script_max_events: int = 500
@@ -116,10 +81,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
     rating_max = env_float(env, "RATING_MAX", 5.0)
     if rating_max < rating_min:
         raise ConfigError(f"RATING_MAX={rating_max} must be >= RATING_MIN={rating_min}")
+    weights = EventWeights.from_env(env)
     validation = ValidationConfig(
-        weights=parse_weights(env_str(env, "EVENT_WEIGHTS", DEFAULT_EVENT_WEIGHTS)),
-        rating_scale=env_float(env, "RATING_WEIGHT_SCALE", 1.0),
-        rating_offset=env_float(env, "RATING_WEIGHT_OFFSET", 0.0),
+        weights=weights.weights,
+        rating_scale=weights.rating_scale,
+        rating_offset=weights.rating_offset,
         rating_min=rating_min,
         rating_max=rating_max,
         max_id_length=env_int(env, "MAX_ID_LENGTH", 128, minimum=1, maximum=4096),
@@ -137,7 +103,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
     return EventsSettings(
         consumer=consumer,
         redis_url=redis_url,
-        key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
+        key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_PREFIX),
         redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
         redis_script_max_events=env_int(
             env, "REDIS_SCRIPT_MAX_EVENTS", 500, minimum=1, maximum=100_000

@@ -41,6 +41,7 @@ from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
 from recsys.runtime import settle_heap
 from recsys.shutdown import install_stop_handlers
+from recsys.store import FeatureStore, StoreUnavailableError, open_store
 from services.recommender.config import RecommenderSettings, load_settings
 
 log = logging.getLogger("services.recommender")
@@ -58,23 +59,20 @@ class Running:
     store: Any = None
 
 
-def redis_unavailable_errors() -> tuple[type[BaseException], ...]:
-    import redis
+# What "the feature store is down" looks like: the store's own error (it never lets the
+# client library's through), and the OS' for a socket that fails outside a store call.
+STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (StoreUnavailableError, OSError)
 
-    return (redis.RedisError, OSError)
 
-
-def open_store(settings: RecommenderSettings) -> Any:
-    from recsys.redis_io import make_redis
-    from recsys.store import KeySchema
-    from services.recommender.store_reader import RecommenderRedisStore
-
-    if settings.redis_cluster:
-        from services.recommender.cluster_store import open_cluster_store
-
-        return open_cluster_store(settings.redis_url, settings.key_prefix, settings.redis_timeout_s)
-    client = make_redis(settings.redis_url, check=False, timeout_s=settings.redis_timeout_s)
-    return RecommenderRedisStore(client, KeySchema(settings.key_prefix))
+def make_store(settings: RecommenderSettings) -> FeatureStore:
+    """The feature store, unchecked: ``prepare`` waits for it to answer."""
+    return open_store(
+        settings.redis_url,
+        prefix=settings.key_prefix,
+        cluster=settings.redis_cluster,
+        timeout_s=settings.redis_timeout_s,
+        check=False,
+    )
 
 
 def _wait_until(what: str, ready: Any, settings: RecommenderSettings,
@@ -84,7 +82,7 @@ def _wait_until(what: str, ready: Any, settings: RecommenderSettings,
     deadline = time.monotonic() + settings.startup_timeout_s
     last_log = 0.0
     last_error = ""
-    errors: tuple[type[BaseException], ...] = (RecsysError, *redis_unavailable_errors())
+    errors: tuple[type[BaseException], ...] = (RecsysError, *STORE_UNAVAILABLE)
     while not stop.is_set():
         try:
             value = ready()
@@ -172,7 +170,7 @@ def prepare(
     from services.recommender.service import Limits, RecommenderService, StateReader
 
     limit_blas_threads()
-    store = open_store(settings)
+    store = make_store(settings)
     if running is not None:
         running.store = store  # closed by stop_running even if we fail below
 
@@ -201,9 +199,7 @@ def prepare(
             metrics.RELOADS.labels("ok").inc()
 
     holder = ModelHolder(model, on_swap)
-    reader = StateReader(
-        store, unavailable=redis_unavailable_errors(), retry_s=settings.redis_retry_s
-    )
+    reader = StateReader(store, unavailable=STORE_UNAVAILABLE, retry_s=settings.redis_retry_s)
     limits = Limits(
         max_k=settings.max_k,
         default_explain_k=settings.default_explain_k,

@@ -13,9 +13,11 @@ Per request, in order:
 3. Read the user's state (weights, seen, suppressed) in one store round trip. If the store is
    down, answer from the model alone and mark the answer ``degraded``; a breaker then skips the
    store for ``redis_retry_s`` so an outage costs no per-request timeouts.
-4. Fold the user's weights (Redis, combined with the training history per ``history_mode``)
-   into a vector, score the catalog, drop seen, excluded and suppressed items.
-5. A user with no usable history gets the decayed trending list from the store, topped up with
+4. Pick the user's vector: the fold-in of their weights (Redis, combined with the training
+   history per ``history_mode``) when any item is usable, else the trained vector of a user
+   the model knows. Score the catalog, drop seen, excluded and suppressed items, keep the
+   requested categories: the same steps for every user and filter.
+5. A user with no vector at all gets the decayed trending list from the store, topped up with
    the model's popularity order.
 """
 
@@ -34,7 +36,15 @@ import numpy as np
 from recsys.errors import InvalidArgumentError, NotFoundError, RecsysError
 from recsys.store.base import FeatureStore
 from recsys.store.model import UserState
-from services.recommender.model import SOURCE_FOLDIN, SOURCE_POPULAR, Model, top_k, usable
+from services.recommender.model import (
+    SOURCE_FOLDIN,
+    SOURCE_MODEL,
+    SOURCE_POPULAR,
+    SOURCE_TRENDING,
+    Model,
+    top_k,
+    usable,
+)
 
 V = TypeVar("V")
 
@@ -194,8 +204,9 @@ def merge_rows(
 
     ``live_rows`` are the live items' rows (-1: not in the model), ``live_raw`` their
     weights. The result is what a fold-in of the combined weights uses: known rows with a
-    positive, finite combined weight, each once. A request merges ~100 items; a Python loop
-    over them was a quarter of the handler's CPU.
+    positive, finite combined weight, each once. Arrays, not dicts, because this runs on
+    every request with live state and a per-item Python loop was a large share of the
+    handler's CPU (figures: docs/recommender.md, "How Recommend builds its answer").
     """
     if mode == "none" or history.rows.size == 0:
         return usable(live_rows, live_raw)
@@ -215,14 +226,21 @@ def merge_rows(
     return usable(rows[first], merged)
 
 
+def _category_mask(model: Model, categories: Iterable[str]) -> np.ndarray:
+    """Items with at least one of ``categories``: the very mask ``Model.recommend`` applies
+    for ``filter_categories``, so a category request ranks as the model would rank it.
+    ``Model`` has no public accessor for its genre index yet, hence the private call."""
+    return model._candidate_mask((), categories)
+
+
 # ------------------------------------------------------------------------------ state
 class StateReader:
     """Reads user state and trending from the store; turns store outages into ``degraded``.
 
     ``unavailable`` names the exception types that mean "the store is down" (the wiring passes
-    Redis' and the OS' connection errors); anything else is a bug and propagates. After a
-    failure the store is not asked again for ``retry_s`` seconds, so an outage costs each
-    request nothing instead of a connect timeout.
+    the store's StoreUnavailableError and the OS' connection errors); anything else is a bug
+    and propagates. After a failure the store is not asked again for ``retry_s`` seconds, so
+    an outage costs each request nothing instead of a connect timeout.
     """
 
     def __init__(
@@ -260,7 +278,7 @@ class StateReader:
             return EMPTY_STATE, True
         assert self.store is not None
         try:
-            return self.store.get_user_state(user_id), False
+            return self.store.get_serving_state(user_id), False
         except self.unavailable as exc:
             self._failed(exc)
             return EMPTY_STATE, True
@@ -346,9 +364,9 @@ class RecommenderService:
         """The user's training history (ids → weights, and their rows), cached per model.
 
         It never changes for a model, and reading it from the memory-mapped CSR arrays costs
-        ~0.2 ms for a typical user, more than the fold-in itself. The cache holds at most
-        ``HISTORY_CACHE_USERS`` users and is replaced wholesale when the model is swapped.
-        Callers must not mutate what it returns.
+        more than the fold-in itself (figures: docs/recommender.md, "How Recommend builds its
+        answer"). The cache holds at most ``HISTORY_CACHE_USERS`` users and is replaced
+        wholesale when the model is swapped. Callers must not mutate what it returns.
         """
 
         def read() -> History:
@@ -364,15 +382,18 @@ class RecommenderService:
 
         A user with no live state in Redis folds in the same rows on every request until
         the model is swapped, so the merge and the solve are done once, on a miss
-        (bit-identical to doing them again). Zero when nothing is usable (``FOLDIN_HISTORY``
-        ``none``, or no known item). Same bound and lifetime as :meth:`history`; 256 bytes a
-        user at 64 factors.
+        (bit-identical to doing them again). Empty (size 0) when nothing is usable
+        (``FOLDIN_HISTORY`` ``none``, or no known item), so that answer is cached too and
+        the caller falls back to the trained vector. Same bound and lifetime as
+        :meth:`history`; 256 bytes a user at 64 factors.
         """
 
         def solve() -> np.ndarray:
             no_live = np.empty(0, dtype=np.int64)
             rows, raw = merge_rows(history, no_live, no_live.astype(np.float64),
                                    self.limits.history_mode)  # fmt: skip
+            if rows.size == 0:
+                return np.empty(0, dtype=np.float32)
             return model.recalculate_rows(rows, raw)
 
         return self._vectors.get(model, user_id, solve)
@@ -408,6 +429,15 @@ class RecommenderService:
     def recommend(
         self, query: RecommendQuery, *, state: tuple[UserState, bool] | None = None
     ) -> RecommendResult:
+        """One path for every request: pick the user's vector (:meth:`_user_vector`), drop
+        what must not be shown, take the top ``k``; only a user with no vector at all leaves
+        it, for the trending and popularity lists (:meth:`_cold_start`).
+
+        Exclusions are applied to the score array by row, the way ``Model.recommend`` does
+        with ``filter_seen``: the training history and the live items unless
+        ``include_seen``, and always the requested and suppressed items, so every user and
+        every filter combination is scored by the same few array operations.
+        """
         lim = self.limits
         user_id = check_id("user_id", query.user_id, lim.max_id_length)
         k = check_k(query.k, lim.max_k)
@@ -416,44 +446,78 @@ class RecommenderService:
         user_state, degraded = state if state is not None else self.reader.user_state(user_id)
         history = self.history(model, user_id)
         live = user_state.weights
-        # Exclusions besides the training history and the live items (handled by rows)
+        include_seen = filters.include_seen
         excluded: set[str] = set(filters.exclude_item_ids) | user_state.suppressed
-        if not filters.include_seen:
+        if not include_seen:
             excluded |= user_state.seen
         categories = list(filters.categories) or None
-        if categories is None and (live or history.rows.size):
-            live_rows = model.lookup_rows(live)
-            if live:
-                live_raw = np.fromiter(live.values(), dtype=np.float64, count=len(live))
-                merged = merge_rows(history, live_rows, live_raw, lim.history_mode)
-                vector = model.recalculate_rows(*merged)
-            else:
-                vector = self.history_vector(model, user_id, history)
-            # the live items are excluded by row already (unless include_seen)
-            rest = excluded if filters.include_seen else excluded.difference(live)
-            # a zero vector (nothing usable to fold in) returns None: the general path below
-            result = self._foldin(model, user_id, vector, history, live_rows,
-                                  rest, k, filters.include_seen, degraded)  # fmt: skip
-            if result is not None:
-                return result
-        weights = combine_weights(history.weights, live, lim.history_mode)
-        live_exclude = excluded if filters.include_seen else excluded | set(live)
-        exclude = live_exclude if filters.include_seen else live_exclude | set(weights)
-        recs = model.recommend(
-            user_id,
-            weights or None,
-            k,
-            exclude=exclude,
-            filter_seen=False,
-            filter_categories=categories,
-            with_reasons=False,
-        )
-        if recs.source != SOURCE_POPULAR:
-            items = self._scored(model, recs.ids, recs.scores)
-            return RecommendResult(user_id, items, model.version, degraded, recs.source)
-        # No usable history: trending, then popularity (every exclusion applies to both).
+        live_rows = model.lookup_rows(live)
+        vector, source = self._user_vector(model, user_id, history, live, live_rows)
+        if vector is None:
+            cold_exclude = excluded if include_seen else excluded | set(live)
+            return self._cold_start(model, user_id, k, cold_exclude, categories, degraded)
+        scores = model.item_scores(vector)
+        if not include_seen:
+            scores[history.rows] = -np.inf
+            scores[live_rows[live_rows >= 0]] = -np.inf
+            excluded = excluded.difference(live)  # dropped by row just above
+        if excluded:
+            ex = model.lookup_rows(excluded)
+            scores[ex[ex >= 0]] = -np.inf
+        if categories is not None:
+            scores[~_category_mask(model, categories)] = -np.inf
+        best = top_k(scores, k)
+        ids = model.item_ids
+        cold = model.cold_items[best].tolist()
+        items = [
+            ScoredItem(ids[r], s, REASON_CONTENT if c else REASON_COLLABORATIVE)
+            for r, s, c in zip(best.tolist(), scores[best].tolist(), cold, strict=True)
+        ]
+        return RecommendResult(user_id, items, model.version, degraded, source)
+
+    def _user_vector(
+        self,
+        model: Model,
+        user_id: str,
+        history: History,
+        live: Mapping[str, float],
+        live_rows: np.ndarray,
+    ) -> tuple[np.ndarray | None, str]:
+        """(vector, source) by ``Model.user_vector``'s rule, from rows already resolved.
+
+        A fold-in of the live weights combined with the training history when any item is
+        usable (a user without live state reuses the cached history-only vector), else the
+        trained vector of a user the model knows, else None: nothing personal to score with.
+        """
+        if live:
+            live_raw = np.fromiter(live.values(), dtype=np.float64, count=len(live))
+            rows, raw = merge_rows(history, live_rows, live_raw, self.limits.history_mode)
+            if rows.size:
+                return model.recalculate_rows(rows, raw), SOURCE_FOLDIN
+        elif history.rows.size:
+            vector = self.history_vector(model, user_id, history)
+            if vector.size:
+                return vector, SOURCE_FOLDIN
+        row = model.user_row(user_id)
+        if row is None:
+            return None, SOURCE_POPULAR
+        return np.asarray(model.user_factors[row], dtype=np.float32), SOURCE_MODEL
+
+    def _cold_start(
+        self,
+        model: Model,
+        user_id: str,
+        k: int,
+        exclude: set[str],
+        categories: list[str] | None,
+        degraded: bool,
+    ) -> RecommendResult:
+        """No usable history: trending, then popularity (every exclusion applies to both).
+
+        By id, not by row: the trending list holds items the model has never seen yet.
+        """
         items, trend_degraded = self._trending(model, k, exclude, categories)
-        source = "trending" if items else "popular"
+        source = SOURCE_TRENDING if items else SOURCE_POPULAR
         if len(items) < k:
             taken = exclude | {it.item_id for it in items}
             ids, scores = model.popular(k + len(items), exclude=taken, filter_categories=categories)
@@ -462,55 +526,6 @@ class RecommenderService:
                     break
                 items.append(ScoredItem(item, float(score), REASON_POPULARITY))
         return RecommendResult(user_id, items, model.version, degraded or trend_degraded, source)
-
-    def _foldin(
-        self,
-        model: Model,
-        user_id: str,
-        vector: np.ndarray,
-        history: History,
-        live_rows: np.ndarray,
-        excluded: set[str],
-        k: int,
-        include_seen: bool,
-        degraded: bool,
-    ) -> RecommendResult | None:
-        """``model.recommend``'s fold-in path on arrays, with the history's rows from the cache.
-
-        Same maths and the same public pieces (the vector from ``recalculate_rows``, the
-        factors, ``top_k``); it only skips re-deriving rows the request already resolved once.
-        None when the folded-in vector is zero (the caller's general path then picks the
-        trained vector or the cold-start fallbacks).
-        """
-        if not vector.any():
-            return None
-        scores = model.item_scores(vector)
-        if not include_seen:
-            scores[history.rows] = -np.inf
-            scores[live_rows[live_rows >= 0]] = -np.inf
-        if excluded:
-            ex = model.lookup_rows(excluded)
-            scores[ex[ex >= 0]] = -np.inf
-        best = top_k(scores, k)
-        ids = model.item_ids
-        cold = model.cold_items[best].tolist()
-        items = [
-            ScoredItem(ids[r], s, REASON_CONTENT if c else REASON_COLLABORATIVE)
-            for r, s, c in zip(best.tolist(), scores[best].tolist(), cold, strict=True)
-        ]
-        return RecommendResult(user_id, items, model.version, degraded, SOURCE_FOLDIN)
-
-    @staticmethod
-    def _scored(model: Model, ids: Sequence[str], scores: Iterable[float]) -> list[ScoredItem]:
-        cold = model.cold_items
-        return [
-            ScoredItem(
-                item,
-                float(score),
-                REASON_CONTENT if cold[model.item_row(item)] else REASON_COLLABORATIVE,
-            )
-            for item, score in zip(ids, scores, strict=True)
-        ]
 
     def _trending(
         self, model: Model, k: int, exclude: set[str], categories: list[str] | None

@@ -168,14 +168,7 @@ def _decode(value: bytes | str) -> str:
 
 def user_id_from_weights_key(schema: KeySchema, key: str) -> str | None:
     """Invert ``schema.weights(user_id)``; None for any other key."""
-    head, tail = schema.weights("\0").split("\0")
-    if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
-        return key[len(head) : len(key) - len(tail)]
-    return None
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+    return schema.user_of_weights_key(key)
 
 
 def read_redis_weights(
@@ -185,8 +178,6 @@ def read_redis_weights(
 
     SCAN may return a key twice (rehashing); duplicates are skipped so no user counts twice.
     """
-    head, tail = schema.weights("\0").split("\0")
-    pattern = _glob_escape(head) + "*" + _glob_escape(tail)
     seen: set[str] = set()
     pending: list[tuple[str, str]] = []
 
@@ -205,9 +196,9 @@ def read_redis_weights(
                 yield user, weights
         pending.clear()
 
-    for raw_key in client.scan_iter(match=pattern, count=1000):
+    for raw_key in client.scan_iter(match=schema.weights_pattern(), count=1000):
         key = _decode(raw_key)
-        user = user_id_from_weights_key(schema, key)
+        user = schema.user_of_weights_key(key)
         if user is None or user in seen:
             continue
         seen.add(user)

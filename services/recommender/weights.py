@@ -1,80 +1,29 @@
-"""Event type → interaction weight, and the confidence weighting of the user-item matrix.
+"""The confidence weighting of the user-item matrix (how raw weights become ALS confidences).
 
-Two separate steps, on purpose:
+Raw weights come from events: :class:`recsys.weights.EventWeights` (``EVENT_WEIGHTS``) turns
+one event into a raw weight, the events service accumulates them per user and item in Redis,
+and training from a data set applies the same mapping, so a model trained offline and the
+weights folded in online agree.
 
-1. :class:`EventWeights` turns one event into a raw weight (a purchase says more than a view).
-   The events service accumulates these per user and item in Redis; training from a data set
-   applies the same mapping, so a model trained offline and the weights folded in online agree.
-2. :class:`Weighting` turns accumulated raw weights into ALS confidences (BM25 or log scaling).
-   Fold-in at request time must apply *exactly* the transform used in training, otherwise a
-   user's folded-in vector lives on a different scale from the trained ones; so the transform
-   keeps the per-item statistics it learned (``item_norm``) and is saved with the model.
+:class:`Weighting` turns accumulated raw weights into ALS confidences (BM25 or log scaling).
+Fold-in at request time must apply *exactly* the transform used in training, otherwise a
+user's folded-in vector lives on a different scale from the trained ones; so the transform
+keeps the per-item statistics it learned (``item_norm``) and is saved with the model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import ConfigError
-from recsys.settings import env_float
-
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 1.0,
-    "click": 2.0,
-    "add_to_cart": 4.0,
-    "purchase": 8.0,
-}
 
 WEIGHTINGS = ("none", "bm25", "log")
-
-
-def _norm_type(event_type: str) -> str:
-    return event_type.strip().lower().replace("-", "_")
-
-
-@dataclass(frozen=True)
-class EventWeights:
-    """Raw weight per event type; a rating event weighs its rating (1-5 stars → 1-5)."""
-
-    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    rating_scale: float = 1.0
-
-    def weight(self, event_type: str, rating: float | None = None) -> float:
-        kind = _norm_type(event_type)
-        if kind == "rating":
-            if rating is None or not math.isfinite(rating):
-                raise ValueError("a rating event needs a finite rating value")
-            return float(rating) * self.rating_scale
-        try:
-            return float(self.weights[kind])
-        except KeyError:
-            raise ValueError(
-                f"unknown event type {event_type!r}; known: rating, {', '.join(self.weights)}"
-            ) from None
-
-    def rating_weights(self, ratings: np.ndarray) -> np.ndarray:
-        """:meth:`weight` of many rating events at once (a data set's whole rating column)."""
-        values = np.asarray(ratings, dtype=np.float64)
-        if not np.isfinite(values).all():
-            raise ValueError("a rating event needs a finite rating value")
-        out: np.ndarray = (values * self.rating_scale).astype(np.float32)
-        return out
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> EventWeights:
-        """``EVENT_WEIGHT_VIEW`` … ``EVENT_WEIGHT_PURCHASE`` and ``EVENT_WEIGHT_RATING_SCALE``."""
-        weights = {
-            kind: env_float(env, f"EVENT_WEIGHT_{kind.upper()}", default, minimum=0.0)
-            for kind, default in DEFAULT_EVENT_WEIGHTS.items()
-        }
-        scale = env_float(env, "EVENT_WEIGHT_RATING_SCALE", 1.0, minimum=0.0)
-        return cls(weights=weights, rating_scale=scale)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,9 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
         prepare_topics(
             settings.consumer, {settings.output_topic: settings.consumer.topic_partitions}
         )
-        store = open_store(settings.redis_url, prefix=settings.key_prefix)
+        store = open_store(
+            settings.redis_url, prefix=settings.key_prefix, cluster=settings.redis_cluster
+        )
         producer = make_producer(settings.consumer.bootstrap, client_id="recsys-sentiment")
         new_consumer = consumer_factory(settings.consumer)
         consumer = new_consumer()

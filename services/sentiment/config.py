@@ -16,6 +16,7 @@ from recsys.kafka_codec import TOPIC_FEEDBACK, TOPIC_FEEDBACK_DLQ, TOPIC_FEEDBAC
 from recsys.settings import (
     DEFAULT_REDIS_URL,
     ConsumerSettings,
+    env_bool,
     env_choice,
     env_float,
     env_int,
@@ -23,6 +24,7 @@ from recsys.settings import (
     load_consumer_settings,
     validate_redis_url,
 )
+from recsys.store.keys import DEFAULT_PREFIX
 
 BACKENDS = ("inprocess", "tfserving")
 DEFAULT_MODEL_DIR = "~/.cache/recsys/models/sentiment"
@@ -73,7 +75,10 @@ class SentimentSettings:
     max_id_length: int = 128
     # --- Redis features ----------------------------------------------------------------
     redis_url: str = DEFAULT_REDIS_URL
-    key_prefix: str = "rs"
+    key_prefix: str = DEFAULT_PREFIX
+    #: REDIS_URL names a node of a Redis Cluster (a user's keys share one slot, so the
+    #: sentiment and suppression scripts still touch one node each).
+    redis_cluster: bool = False
     #: Half-life of the per-user sentiment average.
     half_life_s: float = 14 * 86400.0
     #: How long an item a user complained about stays out of their recommendations.
@@ -131,7 +136,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
         ),
         max_id_length=env_int(env, "MAX_ID_LENGTH", 128, minimum=1, maximum=4096),
         redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
-        key_prefix=env_str(env, "REDIS_KEY_PREFIX", "rs"),
+        key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_PREFIX),
+        redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
         half_life_s=env_float(env, "SENTIMENT_HALF_LIFE_S", 14 * 86400.0, minimum=1.0),
         suppress_ttl_s=env_float(env, "SENTIMENT_SUPPRESS_TTL_S", 30 * 86400.0, minimum=1.0),
         suppress_min_probability=env_float(

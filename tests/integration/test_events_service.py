@@ -7,10 +7,6 @@ the Redis keys once every event has been applied.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,23 +15,24 @@ from typing import Any
 
 import pytest
 
+from recsys.events.v1 import events_pb2
+from recsys.kafka_codec import REASON_HEADER, encode
+from recsys.kafka_io import ensure_topics, make_consumer, make_producer
+from recsys.store import KeySchema
+from recsys_tools.harness import Service, free_port, kafka_env, wait_for
+
 # The independent computation of the features, and the dump in comparable form (keys
 # renamed to P:...), shared with the fault suite.
-from bench.system_common import (
+from recsys_tools.harness.features import (
     HALF_LIFE,
     RECENT_CAP,
     expected_event_features,
     normalised_dump,
 )
-from recsys.events.v1 import events_pb2
-from recsys.kafka_codec import REASON_HEADER, encode
-from recsys.kafka_io import ensure_topics, make_consumer, make_producer
-from recsys.store import KeySchema
 from recsys_tools.infra.endpoints import KafkaEndpoint
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 TYPES = {
     events_pb2.EVENT_TYPE_VIEW: "view",
@@ -97,62 +94,19 @@ def assert_same_features(actual: dict[str, Any], expected: dict[str, Any]) -> No
 
 
 # --- the consumer as a subprocess --------------------------------------------------------
-class Consumer:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Consumer:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.events"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
-def consumers(tmp_path: Path) -> Iterator[Callable[..., Consumer]]:
-    started: list[Consumer] = []
+def consumers(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Started events services (``python -m services.events``); SIGKILLed in teardown."""
+    started: list[Service] = []
 
     def make(kafka: KafkaEndpoint, redis_url: str, topic: str, group: str, prefix: str,
-             **extra: str) -> Consumer:  # fmt: skip
+             **extra: str) -> Service:  # fmt: skip
         env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "REDIS_URL": redis_url,
             "EVENTS_TOPIC": topic,
             "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
             "EVENTS_GROUP_ID": group,
             "REDIS_KEY_PREFIX": prefix,
-            "GRPC_PORT": "0",
-            "METRICS_PORT": "0",
             "EVENTS_CREATE_TOPICS": "false",
             "EVENTS_POLL_TIMEOUT_MS": "200",
             "EVENTS_MAX_POLL_RECORDS": "200",
@@ -161,37 +115,26 @@ def consumers(tmp_path: Path) -> Iterator[Callable[..., Consumer]]:
             "EVENT_WEIGHTS": ",".join(f"{k}={v}" for k, v in WEIGHTS.items()),
             "RECENT_CAP": str(RECENT_CAP),
             "TRENDING_HALF_LIFE_S": str(HALF_LIFE),
-            "PYTHONUNBUFFERED": "1",
             # a SIGKILLed member's partitions move after the session timeout: keep it short
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+            **kafka_env(kafka),
+            **extra,
         }
-        for key, value in kafka.consumer_overrides.items():
-            env[f"KAFKA_{key.upper()}"] = str(value)
-        env.update(extra)
-        consumer = Consumer(env, tmp_path / f"consumer{len(started)}.log").start()
+        consumer = Service("events", ["services.events"], env,
+                           log_path=tmp_path / f"consumer{len(started)}.log")  # fmt: skip
+        consumer.start()
         started.append(consumer)
         return consumer
 
     yield make
     for consumer in started:
-        if consumer.proc is not None and consumer.proc.poll() is None:
-            consumer.proc.kill()
-            consumer.proc.wait(10)
+        if consumer.running():
+            consumer.kill()
 
 
 def applied_count(client: Any, prefix: str) -> int:
     return sum(int(v) for v in client.hvals(KeySchema(prefix).counters()))
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
-             logs: Callable[[], str] = lambda: "") -> None:  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{logs()[-3000:]}")
 
 
 def make_topic(kafka: KafkaEndpoint, topic: str, partitions: int) -> None:
@@ -207,7 +150,7 @@ def make_topic(kafka: KafkaEndpoint, topic: str, partitions: int) -> None:
 # --- tests -------------------------------------------------------------------------------
 def test_replaying_a_movielens_subset_yields_independently_computed_features(
     kafka: KafkaEndpoint, redis_url: str, redis_client: Any, topic: str, group_id: str,
-    key_prefix: str, consumers: Callable[..., Consumer],
+    key_prefix: str, consumers: Callable[..., Service],
 ) -> None:  # fmt: skip
     from recsys_tools.data.fetch import fetch
     from recsys_tools.data.movielens import load_ml100k
@@ -225,8 +168,8 @@ def test_replaying_a_movielens_subset_yields_independently_computed_features(
     assert sent == 3000
     consumer = consumers(kafka, redis_url, topic, group_id, key_prefix)
     wait_for(lambda: applied_count(redis_client, key_prefix) >= 3000, 90, "3000 events",
-             consumer.log)  # fmt: skip
-    assert consumer.terminate() == 0
+             consumer.log_text)  # fmt: skip
+    assert consumer.stop() == 0
     # the same records, read back from the topic
     reader = make_consumer(kafka.bootstrap, None, topic, **kafka.consumer_config(
         consumer_timeout_ms=3000))  # fmt: skip
@@ -239,12 +182,12 @@ def test_replaying_a_movielens_subset_yields_independently_computed_features(
     assert_same_features(
         normalised_dump(redis_client, key_prefix), expected_event_features(produced, "P")
     )
-    assert '"serving": true' in consumer.log()
+    assert '"serving": true' in consumer.log_text()
 
 
 def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     kafka: KafkaEndpoint, redis_url: str, redis_client: Any, topic: str, group_id: str,
-    key_prefix: str, consumers: Callable[..., Consumer],
+    key_prefix: str, consumers: Callable[..., Service],
 ) -> None:  # fmt: skip
     n = 6000
     events = synthetic_events(n)
@@ -255,16 +198,16 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     victim = consumers(kafka, redis_url, topic, f"{group_id}-kill", kill_prefix,
                        EVENTS_MAX_POLL_RECORDS="100")  # fmt: skip
     wait_for(lambda: applied_count(redis_client, kill_prefix) >= n // 3, 60, "a third",
-             victim.log)  # fmt: skip
+             victim.log_text)  # fmt: skip
     victim.kill()
     at_kill = applied_count(redis_client, kill_prefix)
     assert at_kill < n, "the kill came too late to interrupt the stream"
     restarted = consumers(kafka, redis_url, topic, f"{group_id}-kill", kill_prefix)
     wait_for(lambda: applied_count(redis_client, kill_prefix) >= n, 90, "all events (restart)",
-             restarted.log)  # fmt: skip
+             restarted.log_text)  # fmt: skip
     wait_for(lambda: applied_count(redis_client, ref_prefix) >= n, 60, "all events (reference)",
-             ref.log)  # fmt: skip
-    assert restarted.terminate() == 0 and ref.terminate() == 0
+             ref.log_text)  # fmt: skip
+    assert restarted.stop() == 0 and ref.stop() == 0
     killed_dump = normalised_dump(redis_client, kill_prefix)
     ref_dump = normalised_dump(redis_client, ref_prefix)
     assert applied_count(redis_client, kill_prefix) == n
@@ -276,7 +219,7 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
 
 def test_two_consumers_share_partitions_and_a_killed_ones_move_to_the_other(
     kafka: KafkaEndpoint, redis_url: str, redis_client: Any, topic: str, group_id: str,
-    key_prefix: str, consumers: Callable[..., Consumer],
+    key_prefix: str, consumers: Callable[..., Service],
 ) -> None:  # fmt: skip
     n = 5000
     events = synthetic_events(n, users=80, seed=11)
@@ -287,16 +230,16 @@ def test_two_consumers_share_partitions_and_a_killed_ones_move_to_the_other(
     producer.start()
     try:
         wait_for(lambda: applied_count(redis_client, key_prefix) >= n // 4, 60, "a quarter",
-                 lambda: first.log() + second.log())  # fmt: skip
-        wait_for(lambda: "partitions assigned" in first.log() and
-                 "partitions assigned" in second.log(), 30, "both assigned")  # fmt: skip
+                 lambda: first.log_text() + second.log_text())  # fmt: skip
+        wait_for(lambda: "partitions assigned" in first.log_text() and
+                 "partitions assigned" in second.log_text(), 30, "both assigned")  # fmt: skip
         second.kill()
         assert applied_count(redis_client, key_prefix) < n, "the kill came after the stream"
     finally:
         producer.join(120)
     wait_for(lambda: applied_count(redis_client, key_prefix) >= n, 120, "all events",
-             first.log)  # fmt: skip
-    assert first.terminate() == 0
+             first.log_text)  # fmt: skip
+    assert first.stop() == 0
     assert applied_count(redis_client, key_prefix) == n
     assert_same_features(
         normalised_dump(redis_client, key_prefix), expected_event_features(events, "P")
@@ -305,13 +248,12 @@ def test_two_consumers_share_partitions_and_a_killed_ones_move_to_the_other(
 
 def test_redis_stopped_and_restarted_mid_stream_loses_no_event(
     kafka: KafkaEndpoint, redis_server_factory: Callable[..., Any], topic: str, group_id: str,
-    key_prefix: str, consumers: Callable[..., Consumer],
+    key_prefix: str, consumers: Callable[..., Service],
 ) -> None:  # fmt: skip
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from recsys.redis_io import make_redis
-    from recsys_tools.infra.process import free_port
 
     server = redis_server_factory(appendonly=True)
     client = make_redis(server.url)
@@ -332,19 +274,21 @@ def test_redis_stopped_and_restarted_mid_stream_loses_no_event(
             return -1
 
     try:
-        wait_for(lambda: applied_count(client, key_prefix) >= 500, 60, "500 events", consumer.log)
+        wait_for(lambda: applied_count(client, key_prefix) >= 500, 60, "500 events",
+                 consumer.log_text)  # fmt: skip
         wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 10, "SERVING")
         server.stop()
         wait_for(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 15,
-                 "NOT_SERVING while Redis is down", consumer.log)  # fmt: skip
+                 "NOT_SERVING while Redis is down", consumer.log_text)  # fmt: skip
         time.sleep(2)
         server.start()
-        wait_for(lambda: applied_count(client, key_prefix) >= n, 120, "all events", consumer.log)
+        wait_for(lambda: applied_count(client, key_prefix) >= n, 120, "all events",
+                 consumer.log_text)  # fmt: skip
         wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 15, "SERVING again")
     finally:
         producer.join(120)
         channel.close()
-    assert consumer.terminate() == 0
+    assert consumer.stop() == 0
     assert applied_count(client, key_prefix) == n
     assert_same_features(normalised_dump(client, key_prefix), expected_event_features(events, "P"))
     client.close()
@@ -352,25 +296,17 @@ def test_redis_stopped_and_restarted_mid_stream_loses_no_event(
 
 def test_generated_bad_payloads_are_dead_lettered_and_good_events_around_them_applied(
     kafka: KafkaEndpoint, redis_url: str, redis_client: Any, topic: str, group_id: str,
-    key_prefix: str, consumers: Callable[..., Consumer],
+    key_prefix: str, consumers: Callable[..., Service],
 ) -> None:  # fmt: skip
-    import importlib.util
-
+    from event_records import bad_payloads
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    spec = importlib.util.spec_from_file_location(
-        "events_core_tests", ROOT / "tests" / "unit" / "test_events_core.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while executing it
-    spec.loader.exec_module(module)
     collected: list[list[bytes]] = []
 
     @settings(max_examples=1, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(st.lists(module.bad_payloads(now=time.time()), min_size=300, max_size=300))
+    @given(st.lists(bad_payloads(now=time.time()), min_size=300, max_size=300))
     def draw(payloads: list[bytes]) -> None:
         collected.append(payloads)
 
@@ -395,8 +331,8 @@ def test_generated_bad_payloads_are_dead_lettered_and_good_events_around_them_ap
     finally:
         dlq.close()
     wait_for(lambda: applied_count(redis_client, key_prefix) >= len(good), 60, "good events",
-             consumer.log)  # fmt: skip
-    assert consumer.terminate() == 0
+             consumer.log_text)  # fmt: skip
+    assert consumer.stop() == 0
     assert sorted(r.value for r in dead) == sorted(bad)
     for record in dead:
         reasons = [v.decode() for k, v in record.headers if k == REASON_HEADER]

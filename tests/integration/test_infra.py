@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from recsys.redis_io import make_redis
+from recsys_tools.harness import free_port, pid_alive, port_open
 from recsys_tools.infra.apache_kafka import metadata_ready
 from recsys_tools.infra.endpoints import KafkaEndpoint
-from recsys_tools.infra.process import free_port, pid_alive, port_open
 from recsys_tools.infra.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import string
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from bench.recommender_common import events_service
 from recsys.events.v1 import events_pb2
 from recsys.kafka_codec import encode
 from recsys.kafka_io import make_producer
@@ -35,6 +32,7 @@ from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import FeatureEvent, KeySchema
 from recsys.store.redis_store import RedisFeatureStore
+from recsys_tools.harness import Service, events_service, free_port, wait_serving
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.recommender.__main__ import Running, listen, make_ready, start, stop_running
 from services.recommender.config import RecommenderSettings
@@ -512,7 +510,7 @@ def test_a_click_produced_to_kafka_changes_the_next_recommendation(
 
 
 def click_changes_recommendations(serve: Callable[..., Server], kafka: KafkaEndpoint,
-                                  topic: str, events: subprocess.Popen[bytes],
+                                  topic: str, events: Service,
                                   log_path: Path) -> None:  # fmt: skip
     producer = make_producer(kafka.bootstrap, linger_ms=0)
     try:
@@ -531,7 +529,7 @@ def click_changes_recommendations(serve: Callable[..., Server], kafka: KafkaEndp
         send("u0", target, 0)
         deadline = time.monotonic() + 60
         after = server.ids("u0", 5)
-        while target in after and time.monotonic() < deadline and events.poll() is None:
+        while target in after and time.monotonic() < deadline and events.running():
             time.sleep(0.05)
             after = server.ids("u0", 5)
         assert target not in after, log_path.read_text()[-3000:]
@@ -557,61 +555,32 @@ def click_changes_recommendations(serve: Callable[..., Server], kafka: KafkaEndp
 def test_process_with_two_workers_serves_and_drains_on_sigterm(
     redis_url: str, key_prefix: str, model_store: Path, tmp_path: Path
 ) -> None:
-    from services.recommender.__main__ import free_port
-
-    port = free_port("127.0.0.1")
-    env = {
-        **os.environ,
+    port = free_port()
+    proc = Service("recommender", ["services.recommender"], {
         "RECSYS_MODEL_DIR": str(model_store),
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": key_prefix,
         "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(port),
-        "METRICS_PORT": "0",
         "WORKERS": "2",
         "GRACE_S": "5",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "recommender.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.recommender"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    }, log_path=tmp_path / "recommender.log", port=port)  # fmt: skip
+    proc.start()
     channels = [grpc.insecure_channel(f"127.0.0.1:{port}",
                                       options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(8)]  # fmt: skip
     try:
-        health = health_pb2_grpc.HealthStub(channels[0])
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                if status == SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-        assert status == SERVING, log_path.read_text()[-3000:]
+        wait_serving(proc, 60)
         # several connections: SO_REUSEPORT spreads them over both workers
         for ch in channels:
             stub = pb_grpc.RecommenderServiceStub(ch)
             assert stub.Recommend(pb.RecommendRequest(user_id="u3", k=3), timeout=5,
                                   wait_for_ready=True).items  # fmt: skip
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+        assert proc.stop(timeout_s=30) == 0, proc.log_tail(40)
     finally:
         for ch in channels:
             ch.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-    text = log_path.read_text()
+        proc.stop(timeout_s=5)
+    text = proc.log_text()
     assert text.count('"recommender serving"') == 2, text[-3000:]
     assert text.count('"recommender stopped"') == 2, text[-3000:]
 

@@ -5,12 +5,15 @@ slot (so the events service's per-slot scripts and the recommender's three-key r
 to one node), while different users spread over every node. These tests start a real
 cluster (three redis-server processes, ``cluster-enabled yes``), run the real events service
 with ``REDIS_CLUSTER=true`` and the real recommender reading through a cluster client, and
-check both halves: users land on all three nodes, and a click changes the next answer.
+check both halves: users land on all three nodes, and a click changes the next answer. The
+store opened with ``cluster=True`` answers as its in-memory twin, and the sentiment service's
+Kafka path writes its suppressions and sentiment averages to the cluster.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,17 +25,19 @@ import pytest
 
 from recsys.events.v1 import events_pb2
 from recsys.kafka_codec import encode
-from recsys.kafka_io import ensure_topics, make_producer
+from recsys.kafka_io import ensure_topics, make_consumer, make_producer
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
-from recsys.store import KeySchema
-from recsys_tools.demo_services import Service, start_service, wait_serving
+from recsys.store import FeatureEvent, KeySchema, open_store
+from recsys.store.memory import InMemoryFeatureStore
+from recsys_tools.harness.services import Service, start_service, wait_serving
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from recsys_tools.infra.redis_cluster import RedisCluster
 from services.recommender import __main__ as recommender_main
 from services.recommender.config import RecommenderSettings
 from services.recommender.model import ItemMeta, Model
 from services.recommender.training import TrainConfig, build_matrix, train
+from services.sentiment.config import SentimentSettings
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +222,148 @@ def test_a_click_through_kafka_changes_the_recommendation_read_from_the_cluster(
         assert ids and all(cluster_of(i) == 1 for i in ids), ids
     finally:
         clicks.close()
+
+
+# ---------------------------------------------------------------------- the store itself
+def test_the_store_opened_with_cluster_reads_and_writes_as_the_memory_store(
+    cluster: RedisCluster, cluster_client: Any, key_prefix: str
+) -> None:
+    """open_store(cluster=True): the same answers as the in-memory twin, users on every
+    node, and the recommender's serving read still one round trip per request."""
+    now = time.time()
+    users = [f"store-{n}" for n in range(24)]
+    events = [FeatureEvent(f"e{n}", users[n % len(users)], f"i{n % 7}", "click", 1.0 + n % 3,
+                           now) for n in range(96)]  # fmt: skip
+    store = open_store(cluster.url, prefix=key_prefix, cluster=True, timeout_s=2.0)
+    twin = InMemoryFeatureStore()
+    try:
+        assert store.ping() is True
+        for backend in (store, twin):
+            assert backend.apply_events(events, now=now).user_applied == len(events)
+            backend.suppress(users[0], "i1", 60, now=now)
+            backend.update_sentiment(users[1], -0.5, now, 3600, feedback_id="f1", now=now)
+        for user in users:
+            assert store.get_user_state(user, now=now) == twin.get_user_state(user, now=now)
+            before = store.round_trips  # type: ignore[attr-defined]
+            assert store.get_serving_state(user, now=now) == twin.get_serving_state(user, now=now)
+            assert store.round_trips - before == 1  # type: ignore[attr-defined]
+        assert store.get_sentiment(users[1]) == twin.get_sentiment(users[1])
+        assert store.counters() == twin.counters()
+        assert dict(store.trending(7, now=now)) == pytest.approx(dict(twin.trending(7, now=now)))
+        keys = KeySchema(key_prefix)
+        ports = {cluster_client.get_node_from_key(keys.weights(u)).port for u in users}
+        assert len(ports) == 3, f"users landed on {len(ports)} of 3 nodes"
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------- the sentiment Kafka path
+NEGATIVE_REVIEW = "terrible product, it broke after one day"
+POSITIVE_REVIEW = "质量很好，非常满意"
+
+
+@pytest.fixture(scope="module")
+def sentiment_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("tensorflow")
+    from services.sentiment.backends import InProcessBackend
+    from services.sentiment.smoke import train_smoke_model
+
+    base = tmp_path_factory.mktemp("sentiment-model")
+    train_smoke_model(base, version=5)
+    return InProcessBackend(Path(base))
+
+
+@pytest.fixture
+def sentiment_on_cluster(
+    kafka: KafkaEndpoint, cluster: RedisCluster, topic: str, group_id: str, key_prefix: str,
+    sentiment_backend: Any,
+) -> Iterator[tuple[SentimentSettings, Any]]:  # fmt: skip
+    """The sentiment consume loop (in a thread) with REDIS_CLUSTER, writing to the cluster."""
+    from services.sentiment.consumer import SentimentConsumer
+
+    base = SentimentSettings()
+    settings = replace(
+        base,
+        consumer=replace(base.consumer, bootstrap=kafka.bootstrap, topic=topic,
+                         dlq_topic=f"{topic}.dlq", group_id=group_id, poll_timeout_ms=200),
+        output_topic=f"{topic}.scored",
+        redis_url=cluster.url,
+        redis_cluster=True,
+        key_prefix=key_prefix,
+        suppress_ttl_s=3600.0,
+        half_life_s=86400.0,
+    )  # fmt: skip
+    ensure_topics(kafka.bootstrap, {topic: 2, settings.output_topic: 1, f"{topic}.dlq": 1})
+    # what services.sentiment.__main__ opens
+    store = open_store(settings.redis_url, prefix=settings.key_prefix,
+                       cluster=settings.redis_cluster)  # fmt: skip
+    producer = make_producer(kafka.bootstrap, client_id="sentiment-cluster-test")
+    consumer = make_consumer(kafka.bootstrap, group_id, **kafka.consumer_config(
+        **{**settings.consumer.consumer_overrides(), "metadata_max_age_ms": 1000}))  # fmt: skip
+    loop = SentimentConsumer(settings, consumer, producer, store, sentiment_backend)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment() and time.monotonic() < deadline:  # joined the group
+            time.sleep(0.1)
+        assert consumer.assignment(), "the loop's consumer got no partitions within 60 s"
+        yield settings, loop
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        consumer.close(autocommit=False)
+        producer.close(timeout=5)
+        store.close()
+
+
+@pytest.mark.sentiment
+def test_feedback_through_kafka_lands_suppression_and_sentiment_in_the_cluster(
+    kafka: KafkaEndpoint, sentiment_on_cluster: tuple[SentimentSettings, Any],
+    cluster_client: Any, key_prefix: str,
+) -> None:  # fmt: skip
+    """The sentiment service on Redis Cluster: a negative review of an item hides it from
+    that user, and every user's decayed sentiment average is in the cluster, on their node."""
+    from recsys.feedback.v1 import feedback_pb2
+
+    settings, loop = sentiment_on_cluster
+    users = [f"fb-{n}" for n in range(6)]
+    records = []
+    for n, user in enumerate(users):
+        records.append(feedback_pb2.CustomerFeedback(
+            feedback_id=f"{user}-neg", user_id=user, text=NEGATIVE_REVIEW,
+            source_system="test", item_id=f"sku-{n}"))  # fmt: skip
+        records.append(feedback_pb2.CustomerFeedback(
+            feedback_id=f"{user}-pos", user_id=user, text=POSITIVE_REVIEW,
+            source_system="test"))  # fmt: skip
+    started = time.time()
+    producer = make_producer(kafka.bootstrap, linger_ms=5)
+    try:
+        for rec in records:
+            value, headers = encode(rec)
+            producer.send(settings.consumer.topic, key=rec.user_id.encode(), value=value,
+                          headers=list(headers))  # fmt: skip
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    deadline = time.monotonic() + 60
+    while loop.scored < len(records) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert loop.scored == len(records)
+    assert loop.suppressed == len(users)
+    keys = KeySchema(key_prefix)
+    nodes = set()
+    for n, user in enumerate(users):
+        suppressed = dict(cluster_client.zrange(keys.suppressed(user), 0, -1, withscores=True))
+        assert suppressed.keys() == {f"sku-{n}"}
+        assert started + 3600 - 5 <= suppressed[f"sku-{n}"] <= time.time() + 3600 + 5
+        sentiment = {k: float(v) for k, v in cluster_client.hgetall(keys.sentiment(user)).items()}
+        assert sentiment["n"] == pytest.approx(2.0, abs=0.01)
+        assert -1.0 <= sentiment["avg"] <= 1.0
+        owners = {cluster_client.get_node_from_key(k).port
+                  for k in (keys.suppressed(user), keys.sentiment(user),
+                            keys.feedback_applied(user))}  # fmt: skip
+        assert len(owners) == 1, f"{user}'s keys are on several nodes: {owners}"
+        nodes |= owners
+    assert len(nodes) > 1, "every user landed on one node: the test shows no cluster routing"

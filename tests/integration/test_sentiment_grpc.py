@@ -276,62 +276,26 @@ def test_health_and_reflection(stub: Any) -> None:
 # --- the process: wiring, readiness, SIGTERM ------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_service_process_serves_after_loading_and_stops_cleanly_on_sigterm(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from recsys_tools.harness import Service, free_port, grpc_serving, wait_serving
 
     port = free_port()
-    env = {
-        **os.environ,
+    service = Service("sentiment", ["services.sentiment", "serve"], {
         "SENTIMENT_MODEL_DIR": str(model_dir),
-        "GRPC_PORT": str(port),
-        "METRICS_PORT": "0",
         "GRACE_S": "2",
-    }
-    log = (tmp_path / "service.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.sentiment", "serve"], env=env, stdout=log, stderr=log
-    )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    }, log_path=tmp_path / "service.log", port=port,
+        ready=lambda s: grpc_serving(s.target, timeout_s=2, service=SERVICE_NAME))  # fmt: skip
+    service.start()
+    channel = grpc.insecure_channel(service.target)
     try:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 180
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status = health.Check(
-                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2
-                ).status
-            except grpc.RpcError:
-                status = None
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                break
-            time.sleep(0.5)
-        assert status == health_pb2.HealthCheckResponse.SERVING, (
-            tmp_path / "service.log"
-        ).read_text()[-2000:]
+        wait_serving(service, 180)
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
         resp = stub.Classify(sentiment_pb2.ClassifyRequest(text="非常失望，不推荐购买"), timeout=10)
         assert resp.label == 1 and resp.model_version == "3"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert service.stop(timeout_s=30) == 0
     finally:
         channel.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-    assert '"msg": "signal received; stopping"' in (tmp_path / "service.log").read_text()
+        service.stop(timeout_s=5)
+    assert '"msg": "signal received; stopping"' in service.log_text()

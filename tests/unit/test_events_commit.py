@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from event_records import Rec, click, rec
 from kafka import TopicPartition
 from kafka.errors import KafkaError
-from test_events_core import Rec, click, rec
 
 from recsys.store.memory import InMemoryFeatureStore
 from services.events.config import load_settings

@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.errors import InvalidArgumentError, NotFoundError
+from recsys.weights import EventWeights
 from services.recommender.model import (
     SOURCE_FOLDIN,
     SOURCE_MODEL,
@@ -23,7 +24,7 @@ from services.recommender.model import (
     recency_weighted,
 )
 from services.recommender.training import TrainConfig, build_matrix, train
-from services.recommender.weights import EventWeights, Weighting, WeightingConfig
+from services.recommender.weights import Weighting, WeightingConfig
 
 A = [f"a{i}" for i in range(10)]
 B = [f"b{i}" for i in range(10)]
@@ -183,7 +184,7 @@ def test_event_weights_defaults_and_ratings() -> None:
     assert ew.weight("rating", 4.0) == 4.0
     with pytest.raises(ValueError):
         ew.weight("teleport")
-    custom = EventWeights.from_env({"EVENT_WEIGHT_PURCHASE": "20"})
+    custom = EventWeights.from_env({"EVENT_WEIGHTS": "view=1,click=2,add_to_cart=4,purchase=20"})
     assert custom.weight("purchase") == 20.0
 
 

@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 import pytest
-from test_recommender_service import tiny_model
+from tiny_recommender import tiny_model
 
 from services.recommender.service import History, combine_weights, merge_rows
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_recommender import COLD, A, B, tiny_model
 
 from recsys.errors import InvalidArgumentError, NotFoundError
 from recsys.store.memory import InMemoryFeatureStore
 from recsys.store.model import FeatureEvent, UserState
-from services.recommender.model import ItemMeta, Model
+from services.recommender.model import Model
 from services.recommender.service import (
     REASON_COLLABORATIVE,
     REASON_CONTENT,
@@ -33,48 +34,6 @@ from services.recommender.service import (
     check_id,
     combine_weights,
 )
-from services.recommender.weights import Weighting, WeightingConfig
-
-A = ["a0", "a1", "a2", "a3"]
-B = ["b0", "b1", "b2", "b3"]
-COLD = "c0"
-
-
-def tiny_model(version: str = "20250101T000000Z-00000001") -> Model:
-    items = [*A, *B, COLD]
-    factors = np.array(
-        [[1.0, 0.0], [0.9, 0.0], [0.8, 0.0], [0.7, 0.0],
-         [0.0, 1.0], [0.0, 0.9], [0.0, 0.8], [0.0, 0.7],
-         [0.5, 0.5]],
-        dtype=np.float32,
-    )  # fmt: skip
-    users = ["ua", "ub"]
-    user_factors = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    popularity = np.array([1, 2, 3, 10, 1, 2, 3, 9, 0], dtype=np.float32)
-    cold = np.array([False] * 8 + [True])
-    # training history: ua touched a0, ub touched b0 (CSR over items)
-    history = (
-        np.array([0, 1, 2], dtype=np.int64),
-        np.array([0, 4], dtype=np.int32),
-        np.array([1.0, 1.0], dtype=np.float32),
-    )
-    meta = {i: ItemMeta(i, genres=("Action",)) for i in A}
-    meta.update({i: ItemMeta(i, genres=("Comedy",)) for i in B})
-    meta[COLD] = ItemMeta(COLD, genres=("Action", "Comedy"))
-    return Model(
-        version=version,
-        item_ids=items,
-        user_ids=users,
-        item_factors=factors,
-        user_factors=user_factors,
-        regularization=0.1,
-        weighting=Weighting(WeightingConfig(scheme="none"), np.ones(9, np.float32), 9),
-        item_popularity=popularity,
-        cold_items=cold,
-        history=history,
-        items=meta,
-    )
-
 
 _SEQ = iter(range(10**9))
 
@@ -396,26 +355,71 @@ def test_model_swap_is_seen_by_the_next_request_only() -> None:
     )
 
 
-def test_cached_foldin_path_matches_model_recommend() -> None:
-    """The service's fold-in shortcut must rank exactly as ``Model.recommend`` does."""
+@pytest.mark.parametrize("mode", ["max", "sum", "none"])
+def test_recommend_ranks_as_model_recommend_for_every_user_and_filter(mode: str) -> None:
+    """Regression for the single recommend path: whatever the user (trained, new, with or
+    without live state) and the filters (exclusions, suppression, ``include_seen``,
+    categories), the service ranks and scores exactly as ``Model.recommend`` on the weights
+    ``FOLDIN_HISTORY`` combines, with the same seen-filter."""
     import random as _random
 
     rng = _random.Random(4)
     model = tiny_model()
-    service, store = make_service(model=model)
+    service, store = make_service(model=model, history_mode=mode)
     items = [*A, *B, COLD]
-    for n in range(40):
+    compared = {"foldin": 0, "model": 0}
+    for n in range(120):
         user = rng.choice(["ua", "ub", f"new{n}"])
-        for item in rng.sample(items, rng.randrange(1, 4)):
-            click(store, user, item, weight=rng.choice((1.0, 2.0, 8.0)))
+        if user != "ua":  # ua never has live state: the history-only (or trained) vector
+            for item in rng.sample(items, rng.randrange(1, 4)):
+                click(store, user, item, weight=rng.choice((1.0, 2.0, 8.0)))
+        if rng.random() < 0.2:
+            store.suppress(user, rng.choice(items), ttl_s=3600)
         excluded = rng.sample(items, rng.randrange(0, 3))
+        include_seen = rng.random() < 0.25
+        categories = rng.choice([[], [], ["Action"], ["comedy"]])
         k = rng.randrange(1, 9)
-        got = rec(service, user, k, exclude=excluded)
+        got = rec(service, user, k, exclude=excluded, include_seen=include_seen,
+                  categories=categories)  # fmt: skip
         state = store.get_user_state(user)
-        merged = combine_weights(model.user_history(user), state.weights, "max")
-        want = model.recommend(user, merged, k, exclude=set(excluded) | state.seen)
+        merged = combine_weights(model.user_history(user), state.weights, mode)
+        hidden = set(excluded) | state.suppressed | (set() if include_seen else state.seen)
+        want = model.recommend(user, merged or None, k, exclude=hidden,
+                               filter_seen=not include_seen,
+                               filter_categories=categories or None)  # fmt: skip
+        assert got.source == want.source
         assert [i.item_id for i in got.items] == want.ids
         assert [i.score for i in got.items] == pytest.approx(want.scores.tolist())
+        compared[got.source] += 1
+    assert compared["foldin"] and (compared["model"] or mode != "none")
+
+
+def test_history_mode_none_still_drops_the_training_history() -> None:
+    """Regression: ``FOLDIN_HISTORY=none`` keeps the training history out of the fold-in,
+    not out of the seen-filter, on every path: with the trained vector (no live state) and
+    with a category filter, a user is never shown an item they had in training."""
+    service, store = make_service(history_mode="none")
+    trained = rec(service, "ua", 2)
+    assert trained.source == "model"
+    assert [i.item_id for i in trained.items] == ["a1", "a2"]  # a0: ua's training item
+    click(store, "ua", "a1")
+    folded = rec(service, "ua", 2, categories=["Action"])
+    assert folded.source == "foldin"
+    assert [i.item_id for i in folded.items] == ["a2", "a3"]  # a0 trained, a1 live
+    assert rec(service, "ua", 9, include_seen=True).items[0].item_id == "a0"
+
+
+def test_live_items_unknown_to_the_model_fall_back_to_trending_without_them() -> None:
+    """Regression: live weights that name no item of the model give no vector; the user
+    gets the cold-start lists, which still leave out the items they clicked."""
+    service, store = make_service()
+    click(store, "other", "new-film")
+    click(store, "other", "b2")
+    click(store, "stranger", "new-film")
+    result = rec(service, "stranger", 2)
+    assert result.source == "trending"
+    assert [i.item_id for i in result.items] == ["b2", "a3"]
+    assert [i.reason for i in result.items] == [REASON_TRENDING, REASON_POPULARITY]
 
 
 def test_history_only_vector_is_solved_once_per_model_and_dropped_on_swap() -> None:

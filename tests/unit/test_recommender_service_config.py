@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_recommender_service import tiny_model
+from tiny_recommender import tiny_model
 
 from recsys.errors import ConfigError
 from services.recommender import artifact

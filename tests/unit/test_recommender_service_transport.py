@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from test_recommender_service import tiny_model
+from tiny_recommender import tiny_model
 
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.store.memory import InMemoryFeatureStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from recsys.errors import ConfigError
@@ -14,6 +15,8 @@ from recsys.settings import (
     parse_bootstrap,
     validate_redis_url,
 )
+from recsys.store.keys import DEFAULT_PREFIX
+from recsys.weights import EventWeights, parse_event_weights
 
 
 def test_env_int_defaults_and_bounds() -> None:
@@ -58,3 +61,47 @@ def test_unreachable_broker_fails_fast_with_what_to_set() -> None:
     message = str(info.value)
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
     assert "\n" not in message
+
+
+# ------------------------------------------------------------ shared by every service
+def test_event_weights_need_every_type_and_default_to_the_documented_mapping() -> None:
+    assert parse_event_weights("view=0.5,click=1,add_to_cart=3,purchase=5")["add_to_cart"] == 3.0
+    for bad in ("view=1,click=2", "view=x,click=2,add_to_cart=3,purchase=4", "rating=1"):
+        with pytest.raises(ConfigError, match="EVENT_WEIGHTS"):
+            parse_event_weights(bad)
+    default = EventWeights.from_env({})
+    assert dict(default.weights) == {"view": 1.0, "click": 2.0, "add_to_cart": 4.0,
+                                     "purchase": 8.0}  # fmt: skip
+    assert default == EventWeights()
+    assert default.weight("rating", 4.0) == 4.0  # the stars
+
+
+def test_one_weights_setting_weighs_events_for_the_events_service_and_training() -> None:
+    """EVENT_WEIGHTS and RATING_WEIGHT_*: what the events service folds into Redis is what
+    training from a data set uses (both read recsys.weights.EventWeights)."""
+    from services.events.config import load_settings as events_settings
+
+    env = {"EVENT_WEIGHTS": "view=0.5,click=1,add_to_cart=3,purchase=9",
+           "RATING_WEIGHT_SCALE": "2", "RATING_WEIGHT_OFFSET": "3"}  # fmt: skip
+    shared = EventWeights.from_env(env)
+    validation = events_settings(env).validation
+    assert isinstance(validation, EventWeights)
+    for kind in ("view", "click", "add_to_cart", "purchase"):
+        assert validation.weights[kind] == shared.weight(kind)
+    assert validation.rating_weight(5.0) == shared.weight("rating", 5.0) == 4.0
+    assert shared.rating_weights(np.array([5.0, 1.0])).tolist() == [4.0, -4.0]
+
+
+def test_every_service_reads_the_same_redis_settings() -> None:
+    """REDIS_KEY_PREFIX (default: the schema's) and REDIS_CLUSTER, for all three services."""
+    from services.events.config import load_settings as events_settings
+    from services.recommender.config import load_settings as recommender_settings
+    from services.sentiment.config import load_settings as sentiment_settings
+
+    for load in (events_settings, recommender_settings, sentiment_settings):
+        default = load({})
+        assert (default.key_prefix, default.redis_cluster) == (DEFAULT_PREFIX, False)
+        cluster = load({"REDIS_CLUSTER": "true", "REDIS_KEY_PREFIX": "p1"})
+        assert (cluster.key_prefix, cluster.redis_cluster) == ("p1", True)
+        with pytest.raises(ConfigError, match="REDIS_CLUSTER"):
+            load({"REDIS_CLUSTER": "maybe"})

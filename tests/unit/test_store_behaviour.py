@@ -1,17 +1,20 @@
 """One behaviour suite for every FeatureStore backend (in-memory and real Redis).
 
-The Redis half is marked ``integration``: it talks to a real redis-server.
+The Redis half is marked ``integration``: it talks to a real redis-server. Cases
+that only Redis can have (outages, restarts, SCAN patterns) follow the shared ones.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from recsys.store import FeatureEvent, FeatureStore, KeySchema, StoreConfig
+from recsys.errors import ConfigError, UnavailableError
+from recsys.store import FeatureEvent, FeatureStore, KeySchema, StoreConfig, StoreUnavailableError
 from recsys.store.decay import decay_rate
 from recsys.store.memory import InMemoryFeatureStore
 
@@ -335,3 +338,198 @@ def test_user_ttl_is_refreshed_for_all_four_keys_once_a_percent_has_passed(
         redis_client.expire(k, 900)
     store.apply_events([ev(3)], now=T0 + 3)
     assert all(redis_client.ttl(k) <= 900 for k in four)
+
+
+# --------------------------------------------------------------------------- serving read
+def test_serving_state_is_the_user_state_without_recent_in_one_round_trip(
+    store: FeatureStore,
+) -> None:
+    """The recommender's read (every Recommend request) sees what get_user_state sees."""
+    users = ["u1", "usér-ünïcode", 'quote"d \r\n$3\r\n', "nobody"]
+    events = [
+        FeatureEvent(f"e{n}", user, item, "click", 1.5 + n, T0)
+        for n, (user, item) in enumerate(
+            [("u1", "a"), ("u1", "b"), (users[1], "ïtem-ß"), (users[1], "a"), (users[2], "[1]")]
+        )
+    ]
+    store.apply_events(events, now=T0)
+    store.suppress("u1", "b", 60, now=T0)
+    store.suppress("u1", "gone", 1, now=T0 - 10)  # expired: not returned
+    for user in users:
+        full = store.get_user_state(user, now=T0)
+        before = store.round_trips  # type: ignore[attr-defined]
+        serving = store.get_serving_state(user, now=T0)
+        assert store.round_trips - before == 1  # type: ignore[attr-defined]
+        assert serving == full._replace(recent=[])
+    assert store.get_serving_state("u1", now=T0).suppressed == {"b"}
+    assert store.get_serving_state("u1", now=T0 + 61).suppressed == set()
+
+
+def test_resp_command_counts_bytes_not_characters() -> None:
+    from recsys.store.redis_store import resp_command
+
+    assert resp_command("GET", "é") == "*2\r\n$3\r\nGET\r\n$2\r\né\r\n"
+
+
+def test_scripts_are_the_package_lua_files() -> None:
+    from importlib import resources
+
+    from recsys.store.redis_store import SCRIPTS, script_sources
+
+    lua = resources.files("recsys.store.lua")
+    assert set(script_sources()) == set(SCRIPTS) == {"batch", "suppress", "sentiment"}
+    for name, source in script_sources().items():
+        assert source == lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        assert "redis.call(" in source
+
+
+# ------------------------------------------------------------------- outages (Redis only)
+@pytest.mark.integration
+def test_serving_read_survives_a_redis_restart_and_reports_an_outage(
+    redis_server_factory: Callable[..., Any], key_prefix: str
+) -> None:
+    """The serving read's own connection: replaced after a restart, StoreUnavailableError
+    (never a redis-py error) once the server is gone."""
+    from recsys.redis_io import make_redis
+    from recsys.store.redis_store import RedisFeatureStore
+
+    server = redis_server_factory(appendonly=False)
+    keys = KeySchema(key_prefix)
+    store = RedisFeatureStore(make_redis(server.url, timeout_s=0.5), keys)
+    try:
+        client = make_redis(server.url)
+        client.hset(keys.weights("u"), mapping={"a": 2.0})
+        client.close()
+        assert store.get_serving_state("u").weights == {"a": 2.0}
+        server.stop()
+        server.start()
+        # the connection the old server closed is replaced without the caller noticing
+        # (the data may or may not have survived the restart; the read must not fail)
+        assert store.get_serving_state("u").weights in ({}, {"a": 2.0})
+        server.stop()
+        with pytest.raises(StoreUnavailableError):
+            store.get_serving_state("u")
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_every_redis_call_raises_store_unavailable_when_redis_is_down(
+    redis_server_factory: Callable[..., Any], key_prefix: str
+) -> None:
+    """Services catch one error type, recsys.errors.UnavailableError, and import no redis."""
+    from recsys.store import open_store
+
+    server = redis_server_factory(appendonly=False)
+    store = open_store(server.url, prefix=key_prefix, config=CFG, timeout_s=0.5)
+    assert store.ping() is True
+    store.apply_events([ev(1)], now=T0)
+    server.stop()
+    calls: dict[str, Callable[[], object]] = {
+        "ping": store.ping,
+        "apply_events": lambda: store.apply_events([ev(2)], now=T0),
+        "begin_apply": lambda: store.begin_apply([ev(3)], now=T0).result(),
+        "get_user_state": lambda: store.get_user_state("u1", now=T0),
+        "get_serving_state": lambda: store.get_serving_state("u1", now=T0),
+        "trending": lambda: store.trending(5, now=T0),
+        "counters": store.counters,
+        "forget_user": lambda: store.forget_user("u1"),
+        "suppress": lambda: store.suppress("u1", "x", 60, now=T0),
+        "update_sentiment": lambda: store.update_sentiment("u1", 0.5, T0, 3600),
+        "get_sentiment": lambda: store.get_sentiment("u1"),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(StoreUnavailableError) as info:
+                call()
+            assert isinstance(info.value, UnavailableError), name
+            assert info.value.status == "UNAVAILABLE", name
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_pending_apply_result_raises_store_unavailable_and_the_batch_replays(
+    redis_server_factory: Callable[..., Any], key_prefix: str
+) -> None:
+    """A batch sent but never answered (Redis stalled past the timeout) fails at result();
+    the connection is dropped, and replaying the batch applies it exactly once."""
+    from recsys.redis_io import make_redis
+    from recsys.store.redis_store import RedisFeatureStore
+
+    server = redis_server_factory(appendonly=False)
+    store = RedisFeatureStore(make_redis(server.url, timeout_s=0.3), KeySchema(key_prefix), CFG)
+    admin = make_redis(server.url)
+    try:
+        store.apply_events([ev(9999, user="warm-up")], now=T0)  # scripts loaded
+        admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        pending = store.begin_apply([ev(1), ev(2)], now=T0)
+        with pytest.raises(StoreUnavailableError):
+            pending.result()
+        time.sleep(1.6)  # the pause ends; the stalled script ran after all, or not
+        assert store.apply_events([ev(1), ev(2)], now=T0).events == 2
+        assert store.get_user_state("u1", now=T0).weights == {"i1": 4.0}
+        assert store.counters() == {"click": 3}  # the warm-up event and the two
+    finally:
+        admin.close()
+        store.close()
+
+
+# ---------------------------------------------------------------------------- open_store
+def test_open_store_memory_url_is_the_in_memory_store() -> None:
+    from recsys.store import open_store
+
+    assert isinstance(open_store("memory://", config=CFG), InMemoryFeatureStore)
+
+
+@pytest.mark.integration
+def test_open_store_checks_redis_at_open_unless_told_not_to(
+    redis_url: str, key_prefix: str, redis_server_factory: Callable[..., Any]
+) -> None:
+    from recsys.store import open_store
+    from recsys.store.redis_store import RedisFeatureStore
+
+    store = open_store(redis_url, prefix=key_prefix)
+    try:
+        assert isinstance(store, RedisFeatureStore) and not store.cluster
+        assert set(store._sha) == {"batch", "suppress", "sentiment"}  # loaded at open
+    finally:
+        store.close()
+    gone = redis_server_factory(appendonly=False)
+    gone.stop()
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        open_store(gone.url, prefix=key_prefix, timeout_s=0.5)
+    unchecked = open_store(gone.url, prefix=key_prefix, timeout_s=0.5, check=False)
+    try:
+        with pytest.raises(StoreUnavailableError):
+            unchecked.ping()
+    finally:
+        unchecked.close()
+
+
+# ------------------------------------------------------------------------- scan patterns
+@pytest.mark.integration
+def test_scan_patterns_match_their_own_prefix_and_kind_only(redis_client: Any) -> None:
+    """The schema's SCAN patterns treat the prefix literally (glob characters included)."""
+    odd = KeySchema("t[1]*?")
+    other = KeySchema("t1x")  # what the unescaped pattern t[1]*? would also match
+    try:
+        for schema in (odd, other):
+            redis_client.hset(schema.weights("u:1"), "a", 1)
+            redis_client.sadd(schema.seen("u:1"), "a")
+            redis_client.hset(schema.counters(), "click", 1)
+
+        def scan(pattern: str) -> set[str]:
+            return {k.decode() for k in redis_client.scan_iter(match=pattern, count=1000)}
+
+        assert scan(odd.weights_pattern()) == {odd.weights("u:1")}
+        assert scan(odd.user_pattern()) == {odd.weights("u:1"), odd.seen("u:1")}
+        assert scan(odd.global_pattern()) == {odd.counters()}
+        assert scan(odd.prefix_pattern()) == {odd.weights("u:1"), odd.seen("u:1"),
+                                              odd.counters()}  # fmt: skip
+        assert odd.user_of_weights_key(odd.weights("u:1")) == "u:1"
+        assert odd.user_of_weights_key(odd.seen("u:1")) is None
+        assert odd.user_of_weights_key(other.weights("u:1")) is None
+    finally:
+        for schema in (odd, other):
+            redis_client.delete(schema.weights("u:1"), schema.seen("u:1"), schema.counters())

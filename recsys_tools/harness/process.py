@@ -1,12 +1,15 @@
-"""Child-process plumbing shared by the Kafka and Redis launchers.
+"""Child-process plumbing: one implementation for the infra launchers, the services, the demo.
 
-Every server runs in its own process group with its output captured to a log
-file in its work directory, so that a failed start can quote the log tail and
-a stop can signal the whole group (a JVM or a wrapper script never outlives
-us). Processes owned by this Python process (tests, the demo) are also killed
-from an ``atexit`` hook and, on Linux, by the kernel when we die (parent-death
-signal); processes started detached (``recsys infra up``) are tracked by pid in
-a state file instead.
+Every process runs in its own process group with its output captured to a log file, so
+that a failed start can quote the log tail and a stop can signal the whole group (a JVM or
+a wrapper script never outlives us). Processes owned by this Python process (tests, the
+demo, the benchmarks) are also killed from an ``atexit`` hook and, on Linux, by the kernel
+when we die (parent-death signal); processes started detached (``recsys infra up``) are
+tracked by pid in a state file instead.
+
+The parent-death signal is tied to the *thread* that started the child (Linux semantics):
+start long-lived processes from a thread that outlives them (the main thread, or one that
+stays up while they run).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from recsys.errors import InfraError
 
@@ -123,22 +127,37 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def _load_prctl() -> Callable[..., Any] | None:
+    """``prctl`` from libc, looked up here in the parent: the child, forked from a process
+    whose other threads may hold the dynamic loader's lock, must not call ``dlopen``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl: Callable[..., Any] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: own process group, and SIGTERM when the parent dies."""
     os.setsid()
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-        except (OSError, AttributeError):
-            pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedProcess:
-    """One server process in its own group, logging to a file; stoppable and restartable."""
+    """One process in its own group, logging to a file; stoppable and restartable."""
+
+    #: ``stop`` sends SIGTERM to the whole group (a JVM behind a wrapper script); False:
+    #: to the leader only, which then drains its own children (as Kubernetes signals PID 1)
+    term_group: bool = True
 
     def __init__(
         self,
@@ -197,15 +216,24 @@ class ManagedProcess:
     def returncode(self) -> int | None:
         return self.popen.poll() if self.popen is not None else None
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM the group, wait, then SIGKILL; safe to call twice."""
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, wait ``timeout_s``, then SIGKILL the group; safe to call twice.
+
+        Returns the exit status when the process ended by itself (before or within the
+        grace), None when it had to be killed or was never started.
+        """
         popen = self.popen
         if popen is None:
-            return
-        if popen.poll() is None:
-            _signal_group(popen.pid, signal.SIGTERM)
+            return None
+        code = popen.poll()
+        if code is None:
+            if self.term_group:
+                _signal_group(popen.pid, signal.SIGTERM)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    popen.send_signal(signal.SIGTERM)
             try:
-                popen.wait(timeout=timeout_s)
+                code = popen.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _signal_group(popen.pid, signal.SIGKILL)
                 popen.wait(timeout=10)
@@ -214,9 +242,10 @@ class ManagedProcess:
             os.killpg(popen.pid, signal.SIGKILL)
         with _LIVE_LOCK:
             _LIVE.discard(self)
+        return code
 
     def kill(self) -> None:
-        """SIGKILL without grace: simulates a crash in fault tests."""
+        """SIGKILL the group without grace: simulates a crash in fault tests."""
         popen = self.popen
         if popen is None:
             return
@@ -227,6 +256,13 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
+
+    def log_text(self) -> str:
+        """The whole log (every start appends to it); empty before the first start."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def wait_ready(
         self, check: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.2
