@@ -1,6 +1,6 @@
 """Streaming replay through the real pipeline: Kafka → events service → Redis → gRPC.
 
-The model issue's replay protocol (services/recommender/evaluation.py: ``replay``, variant
+The model issue's replay protocol (services/recommender/evaluation/replay.py: ``replay``, variant
 ``als_foldin``): ALS is trained on the first half of ML-100K in time order; the second half
 is replayed in time order, and before each event its user gets a top-10 (training history
 and the events replayed so far folded in, seen items excluded); a hit is the event's item

@@ -314,6 +314,11 @@ class Model:
             allowed[ex] = False
         return allowed
 
+    def category_mask(self, categories: Iterable[str]) -> np.ndarray:
+        """Rows of the items with at least one of ``categories``: the mask ``recommend``
+        applies for ``filter_categories``, for callers that score the catalog themselves."""
+        return self._candidate_mask((), categories)
+
     def _exclude_rows(self, ids: Iterable[str]) -> list[int]:
         return [r for r in (self._item_row.get(i) for i in ids) if r is not None]
 

@@ -228,9 +228,8 @@ def merge_rows(
 
 def _category_mask(model: Model, categories: Iterable[str]) -> np.ndarray:
     """Items with at least one of ``categories``: the very mask ``Model.recommend`` applies
-    for ``filter_categories``, so a category request ranks as the model would rank it.
-    ``Model`` has no public accessor for its genre index yet, hence the private call."""
-    return model._candidate_mask((), categories)
+    for ``filter_categories``, so a category request ranks as the model would rank it."""
+    return model.category_mask(categories)
 
 
 # ------------------------------------------------------------------------------ state
