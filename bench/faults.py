@@ -281,6 +281,8 @@ class Watchdog(threading.Thread):
                         f"restarting it")  # fmt: skip
                     self.restarts[name] += 1
                     svc.stop(timeout_s=10)
+                    # started from this thread, so its parent-death signal (SIGTERM) comes
+                    # when the watchdog ends: just before the case stops every service anyway
                     with contextlib.suppress(Exception):
                         svc.start()
                         wait_serving(svc, 180)
