@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from recsys.errors import ConfigError
 from recsys.settings import env_float, env_str
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The event types weighed without a value, in the order the docs list them.
 WEIGHTED_TYPES = ("view", "click", "add_to_cart", "purchase")
@@ -87,7 +89,13 @@ class EventWeights:
         return self.rating_scale * (value - self.rating_offset)
 
     def rating_weights(self, ratings: np.ndarray) -> np.ndarray:
-        """:meth:`rating_weight` of many ratings at once (a data set's whole rating column)."""
+        """:meth:`rating_weight` of many ratings at once (a data set's whole rating column).
+
+        numpy is imported here, not with the module: the events service weighs one event
+        at a time and would otherwise carry numpy (about 9 MB) for nothing.
+        """
+        import numpy as np
+
         values = np.asarray(ratings, dtype=np.float64)
         if not np.isfinite(values).all():
             raise ValueError("a rating event needs a finite rating value")

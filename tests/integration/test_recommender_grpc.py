@@ -32,7 +32,7 @@ from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import FeatureEvent, KeySchema
 from recsys.store.redis_store import RedisFeatureStore
-from recsys_tools.harness import Service, events_service, free_port, wait_serving
+from recsys_tools.harness import Service, events_service, free_port, wait_for, wait_serving
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.recommender.__main__ import Running, listen, make_ready, start, stop_running
 from services.recommender.config import RecommenderSettings
@@ -570,6 +570,14 @@ def test_process_with_two_workers_serves_and_drains_on_sigterm(
                 for _ in range(8)]  # fmt: skip
     try:
         wait_serving(proc, 60)
+        # health answers once one worker serves: wait for the second one too, else a
+        # SIGTERM that comes first stops it before it ever logs "serving"
+        wait_for(
+            lambda: proc.log_text().count('"recommender serving"') == 2,
+            60,
+            "both workers serving",
+            lambda: proc.log_tail(40),
+        )
         # several connections: SO_REUSEPORT spreads them over both workers
         for ch in channels:
             stub = pb_grpc.RecommenderServiceStub(ch)
