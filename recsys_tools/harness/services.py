@@ -16,11 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recsys_tools.harness.process import ManagedProcess, free_port
 
 if TYPE_CHECKING:
+    from recsys.consume import ConsumeLoop
     from recsys_tools.infra.endpoints import KafkaEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,3 +192,25 @@ def events_service(kafka: KafkaEndpoint, redis_url: str, topic: str, prefix: str
         yield service
     finally:
         service.stop()
+
+
+@contextlib.contextmanager
+def running_loop(loop: ConsumeLoop[Any], timeout_s: float = 60.0) -> Iterator[ConsumeLoop[Any]]:
+    """``loop.run`` in a thread, yielded once its consumer joined the group and got
+    partitions (records produced before that would race the join); stopped and joined
+    on exit. The caller owns and closes the clients and the store."""
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: bool(loop.consumer.assignment()),
+            timeout_s,
+            "the consume loop's consumer to get partitions",
+        )
+        yield loop
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -13,7 +13,6 @@ Kafka path writes its suppressions and sentiment averages to the cluster.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,7 +29,7 @@ from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.store import FeatureEvent, KeySchema, open_store
 from recsys.store.memory import InMemoryFeatureStore
-from recsys_tools.harness.services import Service, start_service, wait_serving
+from recsys_tools.harness.services import Service, running_loop, start_service, wait_serving
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from recsys_tools.infra.redis_cluster import RedisCluster
 from services.recommender import __main__ as recommender_main
@@ -301,18 +300,10 @@ def sentiment_on_cluster(
     consumer = make_consumer(kafka.bootstrap, group_id, **kafka.consumer_config(
         **{**settings.consumer.consumer_overrides(), "metadata_max_age_ms": 1000}))  # fmt: skip
     loop = SentimentConsumer(settings, consumer, producer, store, sentiment_backend)
-    stop = threading.Event()
-    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not consumer.assignment() and time.monotonic() < deadline:  # joined the group
-            time.sleep(0.1)
-        assert consumer.assignment(), "the loop's consumer got no partitions within 60 s"
-        yield settings, loop
+        with running_loop(loop):
+            yield settings, loop
     finally:
-        stop.set()
-        thread.join(timeout=30)
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         store.close()

@@ -9,7 +9,6 @@ consumer and the Redis keys with its own client.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,6 +24,7 @@ from recsys.feedback.v1 import feedback_pb2
 from recsys.kafka_codec import CONTENT_TYPE_JSON, REASON_HEADER, decode, encode
 from recsys.kafka_io import ensure_topics, make_consumer, make_producer
 from recsys.store import KeySchema, open_store
+from recsys_tools.harness import running_loop
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.sentiment.backends import InProcessBackend
 from services.sentiment.config import SentimentSettings
@@ -141,18 +141,10 @@ def run_loop(
         ),
     )
     loop = SentimentConsumer(settings, consumer, producer, store, backend)
-    stop = threading.Event()
-    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not consumer.assignment() and time.monotonic() < deadline:  # joined the group
-        time.sleep(0.1)
-    assert consumer.assignment(), "the loop's consumer got no partitions within 60 s"
     try:
-        yield settings, loop
+        with running_loop(loop):
+            yield settings, loop
     finally:
-        stop.set()
-        thread.join(timeout=30)
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         store.close()
