@@ -32,7 +32,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from recsys.errors import RecsysError
+from recsys.errors import PermissionDeniedError, RecsysError
 from recsys.health import HealthState
 from recsys.kafka_codec import RawRecord, Rejection, dead_letter_headers
 from recsys.kafka_io import wait_for_partitions
@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 # What a failing dependency raises: the store's and the model backend's own errors
 # (RecsysError subclasses), a socket error, or the Kafka client's. Anything else is a
-# bug and propagates.
+# bug and propagates; so does a PermissionDeniedError, which no retry can cure.
 RETRYABLE: tuple[type[BaseException], ...] = (RecsysError, OSError, KafkaError)
 
 
@@ -64,6 +64,10 @@ def group_joined(consumer: Any) -> bool:
         return not coordinator.need_rejoin()
     except Exception:
         return True
+
+
+#: The watchdog's stall reasons (the ``consumer_restarts`` metric's label values).
+STALL_JOIN, STALL_NO_PROGRESS = "join", "no_progress"
 
 
 class ProgressWatchdog:
@@ -104,7 +108,7 @@ class ProgressWatchdog:
             return None
         if now - self._last_ok < self.stall_s:
             return None
-        return "join" if not joined else "no_progress"
+        return STALL_JOIN if not joined else STALL_NO_PROGRESS
 
 
 def assigned_lag(consumer: Any, timeout_ms: int = 2000) -> bool:
@@ -467,6 +471,12 @@ class ConsumeLoop(Generic[P]):
         self._backoff = PausedBackoff()
         self._in_flight: _InFlight | None = None
         self._ok = dict.fromkeys(("kafka", *handler.dependencies), True)
+        # The series this loop may write whose labels it knows, at zero from the start: a
+        # counter that first appears on its first increment is invisible to absent() alerts.
+        for dependency in self._ok:
+            metrics.dependency_errors.labels(dependency)
+        for reason in (STALL_JOIN, STALL_NO_PROGRESS):
+            metrics.consumer_restarts.labels(reason)
         self._last_check = 0.0
         self.polled_at = 0.0  # perf_counter() of the last poll that returned records
         self.batches = 0
@@ -485,6 +495,9 @@ class ConsumeLoop(Generic[P]):
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         self._backoff.on_assigned(self.consumer, assigned)
+        if self.metrics.lag is not None:  # a series per partition we own, before its first batch
+            for tp in assigned:
+                self.metrics.lag.labels(tp.topic, str(tp.partition))
         self.log.info(
             "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
         )
@@ -709,6 +722,12 @@ class ConsumeLoop(Generic[P]):
             try:
                 result = fn()
             except RETRYABLE as exc:
+                if isinstance(exc, PermissionDeniedError):
+                    # A refused grant or login (a Redis ACL) fails the same way on every
+                    # try: stop the loop with the error's message instead of backing off.
+                    self.metrics.dependency_errors.labels(dependency).inc()
+                    self._set(dependency, False)
+                    raise
                 self.failed(dependency, exc)
                 if not self._backoff.wait(self.consumer, next(delays), stop):
                     return None

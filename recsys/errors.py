@@ -36,6 +36,14 @@ class ConfigError(RecsysError):
     status: Status = "FAILED_PRECONDITION"
 
 
+class PermissionDeniedError(ConfigError):
+    """A dependency refused this process's credentials or a command they do not allow.
+
+    A configuration error, not an outage: the grant (a Redis ACL, a Kafka ACL) or the
+    credentials must change, so a retry loop re-raises it instead of backing off forever.
+    """
+
+
 class InfraError(RecsysError):
     """A local infrastructure process (Kafka, Redis) could not be started or reached."""
 

@@ -23,3 +23,14 @@ _CODES: dict[Status, grpc.StatusCode] = {
 def grpc_code(error: RecsysError) -> grpc.StatusCode:
     """The gRPC status code for ``error`` (INTERNAL for a status this map lacks)."""
     return _CODES.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+#: Every code the servers' call wrappers answer with: OK, each mapped code (INVALID_ARGUMENT
+#: also for a body that does not parse), and DEADLINE_EXCEEDED for a request that expired
+#: while queued. The request counters are created with each of them at start, so that a
+#: series exists at zero before its first call (``rate()`` and ``absent()`` need one).
+ANSWERED_CODES: tuple[grpc.StatusCode, ...] = (
+    grpc.StatusCode.OK,
+    *dict.fromkeys(_CODES.values()),
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)

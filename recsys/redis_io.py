@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from recsys.errors import ConfigError
-from recsys.settings import validate_redis_url
-from recsys.store.base import StoreUnavailableError
+from recsys.settings import redacted_url, validate_redis_url
+from recsys.store.base import StorePermissionError, StoreUnavailableError
 
 
 def make_redis(url: str, *, check: bool = True, timeout_s: float = 5.0, **overrides: Any) -> Any:
@@ -24,10 +24,15 @@ def make_redis(url: str, *, check: bool = True, timeout_s: float = 5.0, **overri
     if check:
         try:
             client.ping()
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            raise StorePermissionError(
+                f"Redis at {redacted_url(url)} refused its ACL user ({exc}); check the user "
+                "and password in REDIS_URL and the server's ACL (`recsys redis-acl`)"
+            ) from None
         except redis.RedisError as exc:
             raise ConfigError(
-                f"cannot reach Redis at {url} ({exc}); set REDIS_URL or start one with "
-                "`recsys infra up`"
+                f"cannot reach Redis at {redacted_url(url)} ({exc}); set REDIS_URL or start "
+                "one with `recsys infra up`"
             ) from None
     return client
 
@@ -39,12 +44,24 @@ def make_cluster(url: str, *, timeout_s: float = 5.0, **overrides: Any) -> Any:
     cluster fails here: as StoreUnavailableError, like any later call of the store.
     """
     from redis.cluster import RedisCluster
-    from redis.exceptions import RedisClusterException, RedisError
+    from redis.exceptions import (
+        AuthenticationError,
+        NoPermissionError,
+        RedisClusterException,
+        RedisError,
+    )
 
     validate_redis_url(url)
     try:
         return RedisCluster.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **overrides
         )
+    except (AuthenticationError, NoPermissionError) as exc:
+        raise StorePermissionError(
+            f"Redis Cluster at {redacted_url(url)} refused its ACL user: {type(exc).__name__}: "
+            f"{exc}; check the user and password in REDIS_URL and the cluster's ACL"
+        ) from exc
     except (RedisError, RedisClusterException, OSError) as exc:
-        raise StoreUnavailableError(f"Redis Cluster at {url}: {type(exc).__name__}: {exc}") from exc
+        raise StoreUnavailableError(
+            f"Redis Cluster at {redacted_url(url)}: {type(exc).__name__}: {exc}"
+        ) from exc

@@ -9,7 +9,7 @@ deployment fails at start instead of at the first request.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from recsys.errors import ConfigError
@@ -109,17 +109,116 @@ def parse_bootstrap(value: str, name: str = "KAFKA_BOOTSTRAP_SERVERS") -> list[s
 def validate_redis_url(value: str, name: str = "REDIS_URL") -> str:
     """Accept ``redis://``, ``rediss://`` and ``unix://`` URLs; reject anything else."""
     parsed = urlparse(value)
+    shown = redacted_url(value)
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"{name}={value!r} is not a Redis URL; use redis://host:port/db, rediss:// or unix://"
+            f"{name}={shown!r} is not a Redis URL; use redis://host:port/db, rediss:// or unix://"
         )
     if parsed.scheme != "unix" and not parsed.hostname:
-        raise ConfigError(f"{name}={value!r} has no host; use redis://host:port/db")
+        raise ConfigError(f"{name}={shown!r} has no host; use redis://host:port/db")
     try:
         _ = parsed.port
     except ValueError:
-        raise ConfigError(f"{name}={value!r} has an invalid port") from None
+        raise ConfigError(f"{name}={shown!r} has an invalid port") from None
     return value
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (``user:password@`` or ``?password=``) shown as ``***``.
+
+    REDIS_URL carries the service's ACL password (docs/redis-schema.md, "Access
+    control"); every message and log line that names the URL goes through this.
+    """
+    parsed = urlparse(url)
+    netloc, query = parsed.netloc, parsed.query
+    if parsed.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        if part.partition("=")[0].lower() == "password":
+            parts[i] = "password=***"
+    query = "&".join(parts)
+    if (netloc, query) == (parsed.netloc, parsed.query):
+        return url
+    # Rebuilt by hand: urlunparse drops the empty authority of ``unix:///path``.
+    return (
+        f"{parsed.scheme}://{netloc}{parsed.path}"
+        + (f";{parsed.params}" if parsed.params else "")
+        + (f"?{query}" if query else "")
+        + (f"#{parsed.fragment}" if parsed.fragment else "")
+    )
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of a process authenticates: one object, read once at start.
+
+    The default (PLAINTEXT, no user) is what a local or test broker without
+    authentication needs. With SASL each service logs in as its own user, so the
+    broker's ACLs can give it only its own topics and group (docs/operations.md).
+    The password is left out of ``repr`` so that logging the settings never leaks it.
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+
+def load_kafka_security(env: Mapping[str, str]) -> KafkaSecurity:
+    """``KAFKA_SECURITY_PROTOCOL`` and, for SASL, ``KAFKA_SASL_*`` (+ ``KAFKA_SSL_CAFILE``).
+
+    A SASL protocol without a user or password fails here, at start, naming the
+    variable: otherwise the first symptom would be a consumer retrying its login forever.
+    """
+    raw = env.get("KAFKA_SECURITY_PROTOCOL", "").strip().upper() or "PLAINTEXT"
+    if raw not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"KAFKA_SECURITY_PROTOCOL={raw!r} must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    if raw == "PLAINTEXT":
+        stray = [
+            name
+            for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
+            if env.get(name, "").strip()
+        ]
+        if stray:
+            raise ConfigError(
+                f"{stray[0]} is set but KAFKA_SECURITY_PROTOCOL is PLAINTEXT; "
+                "set KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL"
+            )
+        return KafkaSecurity()
+    mechanism = env.get("KAFKA_SASL_MECHANISM", "").strip().upper() or "SCRAM-SHA-512"
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(
+            f"KAFKA_SASL_MECHANISM={mechanism!r} must be one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+        )
+    username = env.get("KAFKA_SASL_USERNAME", "").strip()
+    if not username:
+        raise ConfigError(f"KAFKA_SASL_USERNAME must be set when KAFKA_SECURITY_PROTOCOL={raw}")
+    password = env.get("KAFKA_SASL_PASSWORD", "")
+    if not password:
+        raise ConfigError(f"KAFKA_SASL_PASSWORD must be set when KAFKA_SECURITY_PROTOCOL={raw}")
+    cafile = env.get("KAFKA_SSL_CAFILE", "").strip()
+    if cafile and raw != "SASL_SSL":
+        raise ConfigError(f"KAFKA_SSL_CAFILE is set but KAFKA_SECURITY_PROTOCOL={raw} has no TLS")
+    return KafkaSecurity(
+        protocol=raw,
+        sasl_mechanism=mechanism,
+        username=username,
+        password=password,
+        ssl_cafile=cafile,
+    )
 
 
 # kafka-python consumer timeouts a deployment may tune (0 = the client's default); Tansu
@@ -168,6 +267,8 @@ class ConsumerSettings:
     # How often the consumer refreshes metadata even when nothing failed: short, so a
     # group that assigned nothing on a fresh topic heals in seconds, not 5 minutes.
     metadata_max_age_ms: int = 5000
+    # How the consumer, the service's producer and its admin client log in (KAFKA_SECURITY_*).
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def consumer_overrides(self) -> dict[str, object]:
         """kafka-python consumer keyword arguments: the timeouts that are set (non-zero)
@@ -222,6 +323,7 @@ def load_consumer_settings(
         topic_partitions=env_int(
             env, f"{prefix}_TOPIC_PARTITIONS", topic_partitions, minimum=1, maximum=1000
         ),
+        security=load_kafka_security(env),
         **kafka_consumer_env(env),
     )
 

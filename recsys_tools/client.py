@@ -4,6 +4,10 @@ Retries use gRPC's own service-config retry policy (exponential backoff, only fo
 UNAVAILABLE, which is what a restarting or draining server returns), so no call
 is retried after the server may have acted on it with another status.
 
+The default targets are the services' default ports on this host (recommender 50051,
+sentiment 50052: services/*/config.py), so ``recsys client`` reaches the services that
+the README's commands start without a ``--target``.
+
     recsys client recommend --target 127.0.0.1:50051 --user u42 -k 10
     recsys client similar --item 50
     recsys client explain --user u42 --item 50
@@ -28,8 +32,18 @@ DEFAULT_RECOMMENDER = "127.0.0.1:50051"
 DEFAULT_SENTIMENT = "127.0.0.1:50052"
 
 
+#: gRPC caps a retry policy's ``maxAttempts`` at 5 (more is silently treated as 5).
+MAX_ATTEMPTS = 5
+
+
 def retry_service_config(max_attempts: int = 5) -> str:
-    """gRPC service config retrying UNAVAILABLE with exponential backoff on every method."""
+    """gRPC service config retrying UNAVAILABLE with exponential backoff on every method.
+
+    Only for ``max_attempts`` >= 2: gRPC rejects a retry policy of one attempt, and the
+    channel then fails every call (:func:`make_channel` turns retries off instead).
+    """
+    if max_attempts < 2:
+        raise ValueError(f"a retry policy needs max_attempts >= 2, not {max_attempts}")
     return json.dumps(
         {
             "methodConfig": [
@@ -49,10 +63,21 @@ def retry_service_config(max_attempts: int = 5) -> str:
 
 
 def make_channel(target: str, *, max_attempts: int = 5, tls_ca: str | None = None) -> grpc.Channel:
-    options = [
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", retry_service_config(max_attempts)),
-    ]
+    """A channel that tries each call up to ``max_attempts`` times on UNAVAILABLE.
+
+    One attempt means no retries: retries are switched off rather than given a policy
+    that gRPC would reject (it needs ``maxAttempts`` >= 2).
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+    options: list[tuple[str, Any]] = (
+        [("grpc.enable_retries", 0)]
+        if max_attempts == 1
+        else [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", retry_service_config(max_attempts)),
+        ]
+    )
     if tls_ca:
         with open(tls_ca, "rb") as handle:
             creds = grpc.ssl_channel_credentials(root_certificates=handle.read())
@@ -117,10 +142,33 @@ def _run(args: argparse.Namespace) -> int:
                 _print(client.explain(args.user, args.item, args.k))
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
+            details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and not _connected(channel):
+                # wait_for_ready turns "nothing listens there" into a deadline: say so
+                details += f" (no server answered at {target}; is it running? --target)"
             print(f"error: {code.name if code else 'UNKNOWN'}: {details}", file=sys.stderr)
             return 1
     return 0
+
+
+def _connected(channel: grpc.Channel) -> bool:
+    """Whether ``channel`` has a connection now (without waiting for one)."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=0.05)
+    except grpc.FutureTimeoutError:
+        return False
+    return True
+
+
+def _attempts(value: str) -> int:
+    """``--attempts``: 1 (no retries) to :data:`MAX_ATTEMPTS`, which is gRPC's own cap."""
+    try:
+        attempts = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= attempts <= MAX_ATTEMPTS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_ATTEMPTS} (gRPC's cap), not {value}")
+    return attempts
 
 
 def register(sub: Any) -> None:
@@ -131,7 +179,8 @@ def register(sub: Any) -> None:
     def common(p: argparse.ArgumentParser, timeout: float) -> None:
         p.add_argument("--target", help="host:port (default: recommender 50051, sentiment 50052)")
         p.add_argument("--timeout", type=float, default=timeout, help="deadline per call, seconds")
-        p.add_argument("--attempts", type=int, default=5, help="tries on UNAVAILABLE")
+        p.add_argument("--attempts", type=_attempts, default=MAX_ATTEMPTS,
+                       help=f"tries on UNAVAILABLE, 1 (no retries) to {MAX_ATTEMPTS}")  # fmt: skip
         p.add_argument("--tls-ca", help="PEM file of the CA to trust (enables TLS)")
         p.set_defaults(func=_run)
 

@@ -44,10 +44,11 @@ def click(**fields: object) -> events_pb2.ClickEvent:
 
 def rec(message: events_pb2.ClickEvent | bytes, offset: int = 0, partition: int = 0,
         json: bool = False) -> Rec:  # fmt: skip
+    """A record as producers send it: keyed by the event's user id (``b"u1"`` for bytes)."""
     if isinstance(message, bytes):
         return Rec("t", partition, offset, b"u1", message, None)
     value, headers = encode(message, CONTENT_TYPE_JSON) if json else encode(message)
-    return Rec("t", partition, offset, b"u1", value, list(headers))
+    return Rec("t", partition, offset, message.user_id.encode(), value, list(headers))
 
 
 # A bad payload: corrupt bytes, or a well-formed message with exactly one defect.

@@ -30,6 +30,7 @@ RUN pip install --no-compile -c constraints.txt . \
 
 # ---- runtime stage: interpreter + venv, nothing else ----------------------
 FROM python:3.11.11-slim-bookworm AS runtime
+# The ports the manifests probe, set explicitly: the service's own defaults are for one host.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 
 from recsys.errors import ConfigError
-from recsys.store.base import FeatureStore, StoreUnavailableError
+from recsys.settings import redacted_url
+from recsys.store.base import FeatureStore, StorePermissionError, StoreUnavailableError
 from recsys.store.keys import KeySchema
 from recsys.store.model import (
     ApplyResult,
@@ -34,6 +35,7 @@ __all__ = [
     "PendingApply",
     "Sentiment",
     "StoreConfig",
+    "StorePermissionError",
     "StoreUnavailableError",
     "UserState",
     "open_store",
@@ -84,9 +86,11 @@ def open_store(
         try:
             store.ping()
             store.load_scripts()
-        except StoreUnavailableError as exc:
-            with contextlib.suppress(StoreUnavailableError):
+        except (StoreUnavailableError, StorePermissionError) as exc:
+            with contextlib.suppress(StoreUnavailableError, StorePermissionError):
                 store.close()
+            if isinstance(exc, StorePermissionError):
+                raise  # already names the user and what was denied; not an outage
             raise _unreachable(url, cluster, exc) from None
     return store
 
@@ -94,6 +98,6 @@ def open_store(
 def _unreachable(url: str, cluster: bool, exc: Exception) -> ConfigError:
     what = "a Redis Cluster node" if cluster else "Redis"
     return ConfigError(
-        f"cannot reach {what} at {url} ({exc}); set REDIS_URL (and REDIS_CLUSTER) or "
-        "start one with `recsys infra up`"
+        f"cannot reach {what} at {redacted_url(url)} ({exc}); set REDIS_URL (and "
+        "REDIS_CLUSTER) or start one with `recsys infra up`"
     )

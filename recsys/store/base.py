@@ -8,7 +8,9 @@ both held to the same behaviour suite (``tests/unit/test_store_behaviour.py``).
 
 A backend's own errors never leave it: when the server cannot be reached or
 refuses a command, a Redis-backed store raises :class:`StoreUnavailableError`,
-so the services handle an outage without importing the client library.
+so the services handle an outage without importing the client library; when its
+ACL user may not run a command (or cannot log in) it raises
+:class:`StorePermissionError`, which no retry can cure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from recsys.errors import UnavailableError
+from recsys.errors import PermissionDeniedError, UnavailableError
 from recsys.store.model import (
     ApplyResult,
     FeatureEvent,
@@ -33,6 +35,16 @@ class StoreUnavailableError(UnavailableError):
     Retrying later is the remedy: every write is idempotent, so a caller that
     got this from ``apply_events`` or ``PendingApply.result()`` replays the batch.
     The client library's exception is kept as ``__cause__`` for the logs.
+    """
+
+
+class StorePermissionError(PermissionDeniedError):
+    """Redis refused the command or its keys for the store's ACL user, or its login.
+
+    Not a StoreUnavailableError: the same call fails the same way until the ACL
+    (``recsys redis-acl``) or the credentials in ``REDIS_URL`` change, so the
+    consume loop stops on it rather than retrying. The message names the user and
+    the denied command; the client library's exception is ``__cause__``.
     """
 
 
@@ -58,15 +70,17 @@ class FeatureStore(Protocol):
         ...
 
     def get_user_state(self, user_id: str, now: float | None = None) -> UserState:
-        """Everything the events service keeps about the user, in one round trip."""
+        """Everything the events service keeps about the user, and whether the user was
+        forgotten, in one round trip."""
         ...
 
     def get_serving_state(self, user_id: str, now: float | None = None) -> UserState:
         """:meth:`get_user_state` without ``recent`` (left empty), in one round trip.
 
-        What a recommendation folds in and filters by (weights, seen, suppressed). It
-        runs on every Recommend request, so it skips the recent list: decoding up to
-        ``recent_cap`` JSON entries per request is the larger part of the read.
+        What a recommendation folds in and filters by (weights, seen, suppressed, and
+        the forgotten flag, which overrides the rest). It runs on every Recommend
+        request, so it skips the recent list: decoding up to ``recent_cap`` JSON entries
+        per request is the larger part of the read.
         """
         ...
 
@@ -78,12 +92,31 @@ class FeatureStore(Protocol):
         """Applied events per event type since the store was created."""
         ...
 
-    def forget_user(self, user_id: str) -> int:
-        """Delete every key of the user (privacy request); returns how many existed."""
+    def forget_user(self, user_id: str, now: float | None = None) -> int:
+        """A privacy request: record the user as forgotten (at ``now``), take the user's
+        event ids out of the global dedup memory, and delete every key of the user's
+        data; returns how many data keys existed.
+
+        The record comes first, so a reader that races the deletion already answers as
+        for an anonymous user; it never expires, because training data sets and model
+        artifacts outlive the Redis keys (docs/redis-schema.md, "Forgetting a user").
+        Running it again is harmless (the record's time moves to the later request).
+        """
+        ...
+
+    def forgotten_users(self) -> dict[str, float]:
+        """Every forgotten user id and the time of its (latest) forget request: what
+        training leaves out."""
         ...
 
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
         """Hide ``item_id`` from the user's recommendations for ``ttl_s`` seconds."""
+        ...
+
+    def unsuppress(self, user_id: str, item_id: str, now: float | None = None) -> bool:
+        """Lift the user's suppression of ``item_id`` (positive feedback about it, or
+        support staff); True when a suppression was still in force at ``now``.
+        Idempotent, so a replayed feedback record changes nothing more."""
         ...
 
     def update_sentiment(

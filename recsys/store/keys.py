@@ -15,6 +15,7 @@ the layout is a change here and in the doc; ``scripts/check_key_schema.py``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "rs"
@@ -61,8 +62,16 @@ class KeySchema:
         sentiment average (dedup window, like ``applied`` for events)."""
         return self._user(user_id, "feedback:applied")
 
+    # --- per user, written by `forget_user` ------------------------------------------
+    def forgotten(self, user_id: str) -> str:
+        """STRING, no TTL: unix time of the user's forget request. While it exists the
+        recommender treats the id as anonymous and training leaves it out; it is in the
+        user's hash slot so the serving read checks it in the same round trip."""
+        return self._user(user_id, "forgotten")
+
     def user_keys(self, user_id: str) -> list[str]:
-        """Every key of a user (for `forget user` and for dumps)."""
+        """Every key of a user's data (what `forget user` deletes; dumps). The
+        ``forgotten`` record is not data about the user's behaviour and outlives them."""
         return [
             self.recent(user_id),
             self.seen(user_id),
@@ -104,11 +113,39 @@ class KeySchema:
 
     def weights_pattern(self) -> str:
         """Every user's weights hash (training reads them all)."""
-        return _glob_escape(self._user("\0", "weights")).replace("\0", "*")
+        return self.per_user_pattern(self.weights)
+
+    def forgotten_pattern(self) -> str:
+        """Every user's forgotten record (training leaves those users out)."""
+        return self.per_user_pattern(self.forgotten)
+
+    def per_user_pattern(self, key_of: Callable[[str], str]) -> str:
+        """The glob matching ``key_of(user)`` for every user (``key_of``: a per-user key
+        method of this schema, e.g. ``keys.per_user_pattern(keys.seen)``).
+
+        Built from the key method itself, so a SCAN or an ACL key pattern
+        (``recsys.store.acl``) follows any change of the layout or the prefix.
+        """
+        return _glob_escape(key_of("\0")).replace("\0", "*")
+
+    def user_key_patterns(self) -> list[str]:
+        """The globs of :meth:`user_keys`, one per kind (what `forget user` may delete)."""
+        return [_glob_escape(key).replace("\0", "*") for key in self.user_keys("\0")]
+
+    def literal_pattern(self, key: str) -> str:
+        """The glob matching exactly ``key`` (a global key as an ACL key pattern)."""
+        return _glob_escape(key)
 
     def user_of_weights_key(self, key: str) -> str | None:
         """The user whose weights hash ``key`` is (inverts :meth:`weights`); None otherwise."""
-        head, tail = self._user("\0", "weights").split("\0")
+        return self._user_of(key, "weights")
+
+    def user_of_forgotten_key(self, key: str) -> str | None:
+        """The user whose forgotten record ``key`` is (inverts :meth:`forgotten`)."""
+        return self._user_of(key, "forgotten")
+
+    def _user_of(self, key: str, kind: str) -> str | None:
+        head, tail = self._user("\0", kind).split("\0")
         if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
             return key[len(head) : len(key) - len(tail)]
         return None

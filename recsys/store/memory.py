@@ -56,6 +56,7 @@ class InMemoryFeatureStore:
         self._trending: dict[str, float] = {}
         self._counters: dict[str, int] = defaultdict(int)
         self._global_applied = _Applied()
+        self._forgotten: dict[str, float] = {}
         self.round_trips = 0
 
     def apply_events(self, events: Sequence[FeatureEvent], now: float | None = None) -> ApplyResult:
@@ -109,6 +110,7 @@ class InMemoryFeatureStore:
             seen=set(self._seen.get(user_id, set())),
             weights=dict(self._weights.get(user_id, {})),
             suppressed={i for i, exp in self._suppressed.get(user_id, {}).items() if exp > now},
+            forgotten=user_id in self._forgotten,
         )
 
     def get_serving_state(self, user_id: str, now: float | None = None) -> UserState:
@@ -132,8 +134,13 @@ class InMemoryFeatureStore:
         self.round_trips += 1
         return dict(self._counters)
 
-    def forget_user(self, user_id: str) -> int:
+    def forget_user(self, user_id: str, now: float | None = None) -> int:
         self.round_trips += 1
+        self._forgotten[user_id] = time.time() if now is None else now
+        applied = self._applied.get(user_id)
+        if applied is not None:
+            for event_id in applied.ids:
+                self._global_applied.ids.pop(event_id, None)
         found = 0
         tables: list[MutableMapping[str, Any]] = [
             self._recent, self._seen, self._weights, self._applied, self._suppressed,
@@ -143,6 +150,17 @@ class InMemoryFeatureStore:
             if table.pop(user_id, None) is not None:
                 found += 1
         return found
+
+    def forgotten_users(self) -> dict[str, float]:
+        self.round_trips += 1
+        return dict(self._forgotten)
+
+    def unsuppress(self, user_id: str, item_id: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        self.round_trips += 1
+        table = self._suppressed.get(user_id)
+        expiry = None if table is None else table.pop(item_id, None)
+        return expiry is not None and expiry > now
 
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
         if ttl_s <= 0:

@@ -67,6 +67,9 @@ class UserState(NamedTuple):
     seen: set[str]
     weights: dict[str, float]
     suppressed: set[str]  # items currently suppressed (expired ones left out)
+    # The user asked to be forgotten (``forget_user``): whatever else is read, the
+    # recommender answers as for an anonymous visitor.
+    forgotten: bool = False
 
 
 class Sentiment(NamedTuple):

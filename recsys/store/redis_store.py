@@ -30,9 +30,16 @@ from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import redis.exceptions
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
-from recsys.store.base import StoreUnavailableError
+from recsys.store.base import StorePermissionError, StoreUnavailableError
 from recsys.store.decay import decay_rate, decayed_score
 from recsys.store.keys import KeySchema
 from recsys.store.model import (
@@ -66,19 +73,52 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailableError:
+# A command inside a script that the caller's ACL denies fails with a plain ``ERR`` reply
+# (Redis 7.0), not NOPERM; this is how its text starts.
+_SCRIPT_DENIED = "The user executing the script can't"
+
+
+def _denied(exc: BaseException) -> bool:
+    """True when Redis refused the login or the ACL user's command or keys."""
+    if isinstance(exc, (AuthenticationError, NoPermissionError)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOPERM", _SCRIPT_DENIED))
+
+
+def _store_error(
+    exc: BaseException, user: str = "default"
+) -> StoreUnavailableError | StorePermissionError:
+    """The store's error for a client error: denied (no retry helps) or unavailable."""
+    if _denied(exc):
+        return StorePermissionError(
+            f"Redis refused ACL user {user!r}: {type(exc).__name__}: {exc}; grant what it "
+            "needs in the ACL (`recsys redis-acl`) or fix the user and password in REDIS_URL"
+        )
     return StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}")
 
 
+def _acl_user(client: Any) -> str:
+    """The ACL user ``client`` logs in as (from REDIS_URL), for error messages."""
+    holders = (getattr(client, "connection_pool", None), getattr(client, "nodes_manager", None))
+    for holder in holders:
+        kwargs = getattr(holder, "connection_kwargs", None)
+        if isinstance(kwargs, dict) and kwargs.get("username"):
+            return str(kwargs["username"])
+    return "default"
+
+
 def _store_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Raise the client library's errors from ``method`` as StoreUnavailableError."""
+    """Raise the client library's errors from ``method`` as StoreUnavailableError, or as
+    StorePermissionError when the ACL denied them."""
 
     @functools.wraps(method)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(*args, **kwargs)
         except _CLIENT_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            owner = args[0] if args else None
+            store = getattr(owner, "_store", owner)  # a pending apply reports its store's user
+            raise _store_error(exc, getattr(store, "acl_user", "default")) from exc
 
     return wrapper
 
@@ -112,6 +152,7 @@ class RedisFeatureStore:
         if max_events_per_script < 1:
             raise ValueError("max_events_per_script must be positive")
         self.client = client
+        self.acl_user = _acl_user(client)
         self.keys = keys or KeySchema()
         self.config = config or StoreConfig()
         self.cluster = cluster
@@ -344,6 +385,17 @@ class RedisFeatureStore:
         )
 
     @_store_errors
+    def unsuppress(self, user_id: str, item_id: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        key = self.keys.suppressed(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(key, item_id)
+        pipe.zrem(key, item_id)
+        expiry, _ = pipe.execute()
+        self.round_trips += 1
+        return expiry is not None and float(expiry) > now
+
+    @_store_errors
     def update_sentiment(
         self,
         user_id: str,
@@ -374,9 +426,49 @@ class RedisFeatureStore:
         return Sentiment(float(raw[0]), float(raw[1]), float(raw[2]))
 
     @_store_errors
-    def forget_user(self, user_id: str) -> int:
+    def forget_user(self, user_id: str, now: float | None = None) -> int:
+        """Three round trips, in an order that a crash or a retry cannot get wrong: the
+        forgotten record with a read of the user's dedup ids (one slot); those ids out of
+        the global dedup ZSET (the ``{g}`` slot); then the deletion. A failure before the
+        deletion leaves the ids readable, so running it again completes it."""
+        now = time.time() if now is None else now
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.forgotten(user_id), _num(now))
+        pipe.zrange(keys.applied(user_id), 0, -1)
+        _, event_ids = pipe.execute()
         self.round_trips += 1
-        return int(self.client.delete(*self.keys.user_keys(user_id)))
+        if event_ids:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(event_ids), _ZREM_CHUNK):
+                pipe.zrem(keys.global_applied(), *event_ids[start : start + _ZREM_CHUNK])
+            pipe.execute()
+            self.round_trips += 1
+        self.round_trips += 1
+        return int(self.client.delete(*keys.user_keys(user_id)))
+
+    @_store_errors
+    def forgotten_users(self) -> dict[str, float]:
+        keys = self.keys
+        found: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for raw_key in self.client.scan_iter(match=keys.forgotten_pattern(), count=1000):
+            key = _text(raw_key)
+            user = keys.user_of_forgotten_key(key)
+            if user is not None and key not in seen:  # SCAN may return a key twice
+                seen.add(key)
+                found.append((key, user))
+        out: dict[str, float] = {}
+        for start in range(0, len(found), 500):
+            chunk = found[start : start + 500]
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in chunk:
+                pipe.get(key)
+            for (_, user), value in zip(chunk, pipe.execute(), strict=True):
+                if value is not None:
+                    out[user] = float(_text(value))
+            self.round_trips += 1
+        return out
 
     # --- reads ---------------------------------------------------------------------
     @_store_errors
@@ -388,47 +480,57 @@ class RedisFeatureStore:
         pipe.smembers(keys.seen(user_id))
         pipe.hgetall(keys.weights(user_id))
         pipe.zrangebyscore(keys.suppressed(user_id), f"({_num(now)}", "+inf")
-        recent, seen, weights, suppressed = pipe.execute()
+        pipe.exists(keys.forgotten(user_id))
+        recent, seen, weights, suppressed, forgotten = pipe.execute()
         self.round_trips += 1
         return UserState(
             recent=[Interaction.from_json(raw) for raw in recent],
             seen={_text(s) for s in seen},
             weights={_text(k): float(v) for k, v in weights.items()},
             suppressed={_text(s) for s in suppressed},
+            forgotten=bool(forgotten),
         )
 
     def get_serving_state(self, user_id: str, now: float | None = None) -> UserState:
-        """Three keys (seen, weights, live suppressions) in one round trip, recent left out.
+        """Four keys (seen, weights, live suppressions, the forgotten record) in one round
+        trip, recent left out.
 
-        Every Recommend request runs this. On a single server the three commands go out
+        Every Recommend request runs this. On a single server the four commands go out
         as one pre-built RESP write on a connection this store keeps per thread (the
         recommender runs its requests on one loop thread per process), and hiredis
         decodes the replies to text: through redis-py's pipeline object (pool checkout
         and release, per-command packing, response callbacks, retry wrappers) the read
         was a large share of the handler's CPU (docs/benchmarks.md, History, "The
         handler"). A cluster client keeps its pipeline: it routes
-        the three commands, which share one hash slot, to their node in one round trip.
+        the four commands, which share one hash slot, to their node in one round trip.
         """
         now = time.time() if now is None else now
         try:
             if not hasattr(self.client, "connection_pool"):  # a RedisCluster client
-                seen, weights, suppressed = self._serving_pipelined(user_id, now)
+                seen, weights, suppressed, forgotten = self._serving_pipelined(user_id, now)
                 self.round_trips += 1
                 return UserState(
                     recent=[],
                     seen={_text(s) for s in seen},
                     weights={_text(k): float(v) for k, v in weights.items()},
                     suppressed={_text(s) for s in suppressed},
+                    forgotten=bool(forgotten),
                 )
-            seen, pairs, suppressed = self._serving_direct(user_id, now)  # already text
+            seen, pairs, suppressed, forgotten = self._serving_direct(user_id, now)  # text
         except _CLIENT_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            raise _store_error(exc, self.acl_user) from exc
         self.round_trips += 1
         if isinstance(pairs, dict):  # RESP3 (protocol=3 in REDIS_URL)
             weights = {k: float(v) for k, v in pairs.items()}
         else:
             weights = dict(zip(pairs[::2], map(float, pairs[1::2]), strict=True))
-        return UserState(recent=[], seen=set(seen), weights=weights, suppressed=set(suppressed))
+        return UserState(
+            recent=[],
+            seen=set(seen),
+            weights=weights,
+            suppressed=set(suppressed),
+            forgotten=bool(forgotten),
+        )
 
     def _serving_pipelined(self, user_id: str, now: float) -> list[Any]:
         keys = self.keys
@@ -436,6 +538,7 @@ class RedisFeatureStore:
         pipe.smembers(keys.seen(user_id))
         pipe.hgetall(keys.weights(user_id))
         pipe.zrangebyscore(keys.suppressed(user_id), f"({_num(now)}", "+inf")
+        pipe.exists(keys.forgotten(user_id))
         out: list[Any] = pipe.execute()
         return out
 
@@ -449,8 +552,8 @@ class RedisFeatureStore:
                 self._own.append(conn)
         return conn
 
-    def _serving_direct(self, user_id: str, now: float) -> tuple[Any, Any, Any]:
-        """The three replies, read from this thread's own connection.
+    def _serving_direct(self, user_id: str, now: float) -> tuple[Any, Any, Any, Any]:
+        """The four replies, read from this thread's own connection.
 
         Any failure drops the connection (a half-read reply must never be parsed by the
         next request). A connection error is retried once on a fresh connection: a
@@ -461,12 +564,14 @@ class RedisFeatureStore:
             resp_command("SMEMBERS", keys.seen(user_id))
             + resp_command("HGETALL", keys.weights(user_id))
             + resp_command("ZRANGEBYSCORE", keys.suppressed(user_id), f"({_num(now)}", "+inf")
+            + resp_command("EXISTS", keys.forgotten(user_id))
         ).encode("utf-8")
         conn = self._serving_connection()
+        read = conn.read_response
         for attempt in (0, 1):
             try:
                 conn.send_packed_command([packed])
-                return conn.read_response(), conn.read_response(), conn.read_response()
+                return read(), read(), read(), read()
             except redis.exceptions.ConnectionError:
                 conn.disconnect()
                 if attempt:
@@ -538,6 +643,9 @@ def _entry_head(item_id: str, event_type: str, weight: float) -> str:
 
 
 _CACHE_MAX = 100_000
+# Event ids per ZREM when a forgotten user's ids leave the global dedup ZSET (the per-user
+# memory holds at most DEDUP_MAX_USER ids, 1,000 by default: usually one command).
+_ZREM_CHUNK = 1000
 
 
 def _json(value: Any) -> str:

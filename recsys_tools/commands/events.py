@@ -1,4 +1,5 @@
-"""``recsys replay``, ``recsys forget-user`` and ``recsys events`` (run the consumer)."""
+"""``recsys replay``, ``recsys forget-user``, ``recsys unsuppress`` and ``recsys events``
+(run the consumer)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from recsys.kafka_codec import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, TOPIC_CLICKS
 from recsys.kafka_io import check_reachable, ensure_topics, make_producer
-from recsys.settings import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
+from recsys.settings import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL, load_kafka_security
 from recsys.store.keys import DEFAULT_PREFIX
 
 
@@ -23,10 +24,14 @@ def _replay(args: argparse.Namespace) -> int:
     else:
         interactions = load_ml100k(Path(args.data_dir) if args.data_dir else None).interactions
     ratings = ratings_from_interactions(interactions, args.limit)
-    check_reachable(args.bootstrap)
+    # The same KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* login as the services (docs/operations.md).
+    security = load_kafka_security(os.environ)
+    check_reachable(args.bootstrap, security=security)
     if args.partitions:
-        ensure_topics(args.bootstrap, {args.topic: args.partitions})
-    producer = make_producer(args.bootstrap, client_id="recsys-replay", linger_ms=20)
+        ensure_topics(args.bootstrap, {args.topic: args.partitions}, security=security)
+    producer = make_producer(
+        args.bootstrap, security=security, client_id="recsys-replay", linger_ms=20
+    )
     started = time.perf_counter()
     try:
         sent = replay(
@@ -54,7 +59,27 @@ def _forget_user(args: argparse.Namespace) -> int:
         removed = store.forget_user(args.user_id)
     finally:
         store.close()
-    print(f"forgot user {args.user_id!r}: {removed} keys deleted")
+    print(
+        f"forgot user {args.user_id!r}: {removed} keys deleted and the id recorded as "
+        "forgotten (anonymous in every answer from now on; left out of the next "
+        "`recsys train`). Still holding the user's data until then: the Kafka topics (until "
+        "their retention passes) and the published models (until the next training)."
+    )
+    return 0
+
+
+def _unsuppress(args: argparse.Namespace) -> int:
+    from recsys.store import open_store
+
+    store = open_store(args.redis_url, prefix=args.key_prefix)
+    try:
+        lifted = store.unsuppress(args.user, args.item)
+    finally:
+        store.close()
+    if lifted:
+        print(f"item {args.item!r} may be recommended to user {args.user!r} again")
+    else:
+        print(f"user {args.user!r} had no suppression of item {args.item!r} in force")
     return 0
 
 
@@ -91,11 +116,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_replay)
 
-    f = subparsers.add_parser("forget-user", help="delete every Redis key of one user (privacy)")
+    f = subparsers.add_parser(
+        "forget-user",
+        help="forget one user (privacy): delete their Redis keys and record them as forgotten",
+        description="Delete every Redis key of the user and record the id as forgotten: the "
+        "recommender answers for it as for an anonymous visitor at once, and `recsys train` "
+        "leaves it out (docs/redis-schema.md, 'Forgetting a user').",
+    )
     f.add_argument("user_id")
     f.add_argument("--redis-url", default=env.get("REDIS_URL", DEFAULT_REDIS_URL))
     f.add_argument("--key-prefix", default=env.get("REDIS_KEY_PREFIX", DEFAULT_PREFIX))
     f.set_defaults(func=_forget_user)
+
+    u = subparsers.add_parser(
+        "unsuppress",
+        help="lift a user's suppression of an item (support staff)",
+        description="Negative feedback about an item hides it from the user for "
+        "SENTIMENT_SUPPRESS_TTL_S; this shows it again at once (docs/sentiment.md).",
+    )
+    u.add_argument("--user", required=True, help="user id")
+    u.add_argument("--item", required=True, help="item id")
+    u.add_argument("--redis-url", default=env.get("REDIS_URL", DEFAULT_REDIS_URL))
+    u.add_argument("--key-prefix", default=env.get("REDIS_KEY_PREFIX", DEFAULT_PREFIX))
+    u.set_defaults(func=_unsuppress)
 
     e = subparsers.add_parser(
         "events", help="run the events consumer (configured by environment, see docs/events.md)"

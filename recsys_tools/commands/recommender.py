@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from recsys.errors import ConfigError
+from recsys.settings import redacted_url
 from recsys.store.keys import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,13 @@ def _add_train(sub: Any) -> None:
         default=os.environ.get("RECSYS_MODEL_DIR") or os.environ.get("MODEL_STORE", "models"),
         help="model store to publish into (the recommender's RECSYS_MODEL_DIR)",
     )
+    p.add_argument(
+        "--no-forgotten-check",
+        action="store_true",
+        help="do not read the forgotten users from Redis (--redis-url) to leave them out: "
+        "only for offline experiments, the model may then contain users who asked to be "
+        "forgotten",
+    )
     p.add_argument("--no-publish-current", action="store_true", help="do not move LATEST")
     p.add_argument("--keep", type=int, default=5, help="versions to keep in the store")
     p.add_argument("--no-progress", action="store_true")
@@ -114,6 +122,30 @@ def _load_dataset(name: str) -> Any:
     return load_ml100k()
 
 
+def _forgotten_users(args: argparse.Namespace) -> set[str]:
+    """The users recorded as forgotten in the store, which no model may contain.
+
+    Read for every source, a data set included (it never forgets): a Redis that cannot
+    be reached fails the training rather than publishing a model with those users in it.
+    """
+    if args.no_forgotten_check:
+        log.warning("--no-forgotten-check: users who asked to be forgotten are not left out")
+        return set()
+    from recsys.store import open_store
+
+    try:
+        store = open_store(args.redis_url, prefix=args.key_prefix)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}. `recsys train` leaves out the users recorded as forgotten there; "
+            "--no-forgotten-check skips that check (offline experiments only)"
+        ) from None
+    try:
+        return set(store.forgotten_users())
+    finally:
+        store.close()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     from recsys.weights import EventWeights
@@ -121,6 +153,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args)
     started = time.perf_counter()
+    forgotten = _forgotten_users(args)
     items: dict[str, Any]
     if args.source == "dataset":
         ml = _load_dataset(args.dataset)
@@ -143,22 +176,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         client = make_redis(args.redis_url)
         try:
-            rows = list(training.read_redis_weights(client, KeySchema(args.key_prefix)))
+            schema = KeySchema(args.key_prefix)
+            rows = [r for r in training.read_redis_weights(client, schema) if r[0] not in forgotten]
         finally:
             client.close()
         if not rows:
             raise ConfigError(
-                f"no weights hashes under prefix {args.key_prefix!r} at {args.redis_url}"
+                f"no weights hashes under prefix {args.key_prefix!r} at "
+                f"{redacted_url(args.redis_url)}"
             )
         items = _load_items(args.items_from)
         seen_items = {i for _, w in rows for i in w}
         catalogue = sorted(seen_items | set(items), key=_id_key)
         data = training.matrix_from_user_weights(rows, item_ids=catalogue)
+    data = training.drop_users(data, forgotten)
     load_s = time.perf_counter() - started
     model = training.train(data, config, items=items, show_progress=not args.no_progress)
     train_s = float(model.config["train_s"])
     model.metrics.update({"load_s": round(load_s, 3), "train_s": round(train_s, 3)})
     model.config["source"] = args.source
+    # Provenance for an audit: None marks a model trained without the forgotten check.
+    model.config["forgotten_users"] = None if args.no_forgotten_check else len(forgotten)
     saving = time.perf_counter()
     version = model.save(args.store, make_current=not args.no_publish_current)
     save_s = time.perf_counter() - saving
@@ -171,6 +209,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "users": model.n_users,
                 "items": model.n_items,
                 "interactions": int(model.config["nnz"]),
+                "forgotten_users": model.config["forgotten_users"],
                 "train_s": round(train_s, 3),
                 "train_cpu_s": round(float(model.config["train_cpu_s"]), 3),
                 "phases_s": model.config["train_phases_s"],

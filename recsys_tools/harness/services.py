@@ -97,7 +97,10 @@ class Service(ManagedProcess):
     it is given and where :func:`wait_serving` asks its health check; ``ready`` replaces
     that probe (a service on ``GRPC_PORT=0`` has no known port: say, a line in its log).
     The metrics port is off unless ``env`` sets one, and a multi-process Prometheus
-    directory of the driver is never inherited.
+    directory of the driver is never inherited. ``unset`` names variables taken out of
+    the environment last, so the service falls back to its documented defaults (the
+    one-host test runs every service on its default ``GRPC_PORT`` and ``METRICS_PORT``;
+    ``port`` then only says where to probe).
     """
 
     # SIGTERM to the service itself: a recommender with workers forwards it to them
@@ -113,6 +116,7 @@ class Service(ManagedProcess):
         port: int | None = None,
         ready: Callable[[Service], bool] | None = None,
         cwd: Path = ROOT,
+        unset: Sequence[str] = (),
     ) -> None:
         full_env = {
             **os.environ,
@@ -123,7 +127,8 @@ class Service(ManagedProcess):
         }
         if port is not None:
             full_env["GRPC_PORT"] = str(port)
-        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        for variable in ("PROMETHEUS_MULTIPROC_DIR", *unset):
+            full_env.pop(variable, None)
         super().__init__(name, [sys.executable, "-m", *module_args], log_path=log_path,
                          cwd=cwd, env=full_env)  # fmt: skip
         self.port = port

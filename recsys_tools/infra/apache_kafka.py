@@ -6,6 +6,11 @@ and its runtime dependencies once into ``$RECSYS_CACHE_DIR/kafka/<version>/libs`
 ``kafka.tools.StorageTool format`` and ``kafka.Kafka`` with a generated
 ``server.properties``. The broker keeps its ports and data dir across
 ``restart()``, which the fault tests rely on.
+
+Opt-in secured mode (``scram_users=``): the client listener speaks SASL_PLAINTEXT
+with SCRAM-SHA-512, the users are written into the cluster metadata at format
+time, and the StandardAuthorizer denies whatever no ACL allows, so a test can
+check that each service gets only its own topics and group (docs/infrastructure.md).
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from recsys.errors import ConfigError, InfraError
+from recsys.settings import KafkaSecurity
 from recsys_tools.harness import ManagedProcess, ManagedServer, free_port, port_open
 from recsys_tools.infra.endpoints import KafkaEndpoint, cache_dir
 
@@ -166,8 +174,34 @@ def ensure_jars(version: str, env: Mapping[str, str] | None = None, timeout_s: f
     return libs
 
 
-def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
-    """Single-node KRaft config: one process is both broker and controller, RF 1 everywhere."""
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@dataclass(frozen=True)
+class ScramConfig:
+    """The secured mode: SCRAM users (name -> password), ``admin`` the super user.
+
+    The admin logs the broker in to itself (inter-broker) and sets up topics and ACLs
+    in tests; every other user has only what ACLs grant it.
+    """
+
+    users: Mapping[str, str]
+    admin: str = "admin"
+    admin_password: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+
+    def credentials(self) -> dict[str, str]:
+        return {**self.users, self.admin: self.admin_password}
+
+
+def server_properties(
+    *, port: int, controller_port: int, log_dir: Path, scram: ScramConfig | None = None
+) -> str:
+    """Single-node KRaft config: one process is both broker and controller, RF 1 everywhere.
+
+    With ``scram`` the client listener is SASL_PLAINTEXT (SCRAM-SHA-512) and ACLs are
+    enforced; without it the file is exactly the unsecured one the other suites use.
+    """
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -189,7 +223,37 @@ def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
         "auto.create.topics.enable": "true",
         "log.flush.interval.messages": "9223372036854775807",
     }
+    if scram is not None:
+        props.update(_secured_properties(port, controller_port, scram))
     return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _secured_properties(port: int, controller_port: int, scram: ScramConfig) -> dict[str, str]:
+    """Clients and the inter-broker link on SASL_PLAINTEXT; the controller listener stays
+    PLAINTEXT on loopback, so its (ANONYMOUS) principal is a super user as well: KRaft's
+    broker-to-controller requests are authorized too, and SCRAM credentials live in the
+    metadata the controller serves, so the controller cannot check them itself."""
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{scram.admin}" password="{scram.admin_password}";'
+    )
+    listener = f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"
+    return {
+        "listeners": (
+            f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        ),
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        listener: jaas,
+        "authorizer.class.name": AUTHORIZER,
+        "super.users": f"User:{scram.admin};User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
+        # Topics come from the admin (or an operator), never from a client's metadata request.
+        "auto.create.topics.enable": "false",
+    }
 
 
 class ApacheKafka(ManagedServer):
@@ -209,7 +273,9 @@ class ApacheKafka(ManagedServer):
         detached: bool = False,
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 120.0,
+        scram: ScramConfig | None = None,
     ) -> None:
+        self.scram = scram
         self._env = dict(os.environ if env is None else env)
         self.java, self.version = preflight(self._env)
         if version is not None:
@@ -232,6 +298,22 @@ class ApacheKafka(ManagedServer):
     @property
     def description(self) -> str:
         return f"Apache Kafka {self.version} (KRaft)"
+
+    def security(self, user: str | None = None, password: str | None = None) -> KafkaSecurity:
+        """Client settings to log in as ``user`` (default: the admin); PLAINTEXT when the
+        broker is not secured. ``password`` overrides the real one (to test a bad login)."""
+        if self.scram is None:
+            return KafkaSecurity()
+        name = user or self.scram.admin
+        credentials = self.scram.credentials()
+        if password is None and name not in credentials:
+            raise ConfigError(f"no SCRAM user {name!r} on this broker")
+        return KafkaSecurity(
+            protocol="SASL_PLAINTEXT",
+            sasl_mechanism=SCRAM_MECHANISM,
+            username=name,
+            password=credentials[name] if password is None else password,
+        )
 
     def endpoint(self) -> KafkaEndpoint:
         return KafkaEndpoint(self.bootstrap, "apache", self.description, {}, server=self)
@@ -257,8 +339,15 @@ class ApacheKafka(ManagedServer):
         if uuid.returncode != 0 or not uuid.stdout.strip():
             raise InfraError(f"kafka StorageTool random-uuid failed: {uuid.stderr.strip()[-500:]}")
         cluster_id = uuid.stdout.strip().splitlines()[-1].strip()
+        scram_args: list[str] = []
+        if self.scram is not None:
+            for name, password in self.scram.credentials().items():
+                scram_args += [
+                    "--add-scram",
+                    f"{SCRAM_MECHANISM}=[name={name},password={password}]",
+                ]
         fmt = subprocess.run(
-            [*base, "format", "-t", cluster_id, "-c", str(self.config_path)],
+            [*base, "format", "-t", cluster_id, "-c", str(self.config_path), *scram_args],
             capture_output=True, text=True, timeout=120, check=False, env=self._java_env(),
         )  # fmt: skip
         if fmt.returncode != 0:
@@ -271,7 +360,10 @@ class ApacheKafka(ManagedServer):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
             server_properties(
-                port=self.port, controller_port=self.controller_port, log_dir=self.data_dir
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=self.data_dir,
+                scram=self.scram,
             )
         )
         log4j = self.work_dir / "log4j2.properties"
@@ -297,18 +389,23 @@ class ApacheKafka(ManagedServer):
     def _ready(self) -> bool:
         if not port_open("127.0.0.1", self.port):
             return False
-        return metadata_ready(self.bootstrap)
+        return metadata_ready(self.bootstrap, security=self.security())
 
 
-def metadata_ready(bootstrap: str, timeout_s: float = 5.0) -> bool:
+def metadata_ready(
+    bootstrap: str, timeout_s: float = 5.0, *, security: KafkaSecurity | None = None
+) -> bool:
     """A broker is ready when it answers a metadata request, not merely when its port is open."""
     from kafka.admin import KafkaAdminClient
+
+    from recsys.kafka_io import security_config
 
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="recsys-infra-probe",
         request_timeout_ms=int(timeout_s * 1000),
         bootstrap_timeout_ms=int(timeout_s * 1000),
+        **security_config(security),
     )
     try:
         admin.list_topics()

@@ -61,8 +61,12 @@ class RedisServer(ManagedServer):
         binary: str | None = None,
         detached: bool = False,
         start_timeout_s: float = 20.0,
+        aclfile: Path | None = None,
     ) -> None:
         self.binary = binary or redis_binary()
+        # An ACL file (``recsys redis-acl``) that usually turns the default user off: the
+        # readiness probe then counts a NOAUTH answer as up, and clients need a user.
+        self.aclfile = aclfile.resolve() if aclfile is not None else None
         self.version = redis_version(self.binary)
         self.work_dir = work_dir.resolve()
         self.port = port or free_port()
@@ -96,6 +100,7 @@ class RedisServer(ManagedServer):
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", "",
+            *(["--aclfile", str(self.aclfile)] if self.aclfile is not None else []),
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -117,5 +122,7 @@ class RedisServer(ManagedServer):
             return bool(client.ping())
         except redis.BusyLoadingError:
             return False  # still replaying the AOF after a restart
+        except redis.AuthenticationError:
+            return self.aclfile is not None  # it answered: the ACL file wants a user
         finally:
             client.close()

@@ -58,7 +58,11 @@ def run(settings: EventsSettings, stop: threading.Event) -> int:
     try:
         prepare_topics(settings.consumer)
         store = make_store(settings)
-        producer = make_producer(settings.consumer.bootstrap, client_id="recsys-events-dlq")
+        producer = make_producer(
+            settings.consumer.bootstrap,
+            security=settings.consumer.security,
+            client_id="recsys-events-dlq",
+        )
         new_consumer = consumer_factory(settings.consumer)
         consumer = new_consumer()
         loop = EventsConsumer(

@@ -56,8 +56,10 @@ class EventsSettings:
     # Write layout: one script per slot group (Redis Cluster) or per chunk of users.
     redis_cluster: bool = False
     redis_script_max_events: int = 500
-    grpc_port: int = 50051
-    metrics_port: int = 9100
+    # Health-only gRPC and metrics; each service has its own default ports so that all
+    # three run side by side on one host (the images and manifests set them explicitly).
+    grpc_port: int = 50053
+    metrics_port: int = 9101
     log_level: str = "info"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -108,8 +110,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         redis_script_max_events=env_int(
             env, "REDIS_SCRIPT_MAX_EVENTS", 500, minimum=1, maximum=100_000
         ),
-        grpc_port=env_int(env, "GRPC_PORT", 50051, minimum=0, maximum=65535),
-        metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
+        grpc_port=env_int(env, "GRPC_PORT", 50053, minimum=0, maximum=65535),
+        metrics_port=env_int(env, "METRICS_PORT", 9101, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         validation=validation,
         store=store,

@@ -42,7 +42,10 @@ ID_TOO_LONG = "id_too_long"
 BAD_TIMESTAMP = "bad_timestamp"
 UNKNOWN_TYPE = "unknown_type"
 BAD_VALUE = "bad_value"
-REASON_CODES = (DECODE, MISSING_ID, ID_TOO_LONG, BAD_TIMESTAMP, UNKNOWN_TYPE, BAD_VALUE)
+KEY_MISMATCH = "key_mismatch"
+REASON_CODES = (
+    DECODE, MISSING_ID, ID_TOO_LONG, BAD_TIMESTAMP, UNKNOWN_TYPE, BAD_VALUE, KEY_MISMATCH
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -91,12 +94,35 @@ def validate(
     return FeatureEvent(message.event_id, message.user_id, message.item_id, kind, weight, ts)
 
 
+def check_key(key: bytes | None, user_id: str) -> Rejection | None:
+    """Why a valid event's record key disqualifies it, or None when the key is its user id.
+
+    One user's events are applied in order because they share a partition, which only
+    keying every record by the user id guarantees: a record keyed otherwise, or not at all
+    (the producer's partitioner then picks any partition), can be applied before an
+    earlier event of the same user on another partition. The check comes last, so a
+    record with a defect in its contents is dead-lettered for that defect.
+    """
+    if key is None:
+        return Rejection(KEY_MISMATCH, "the record has no key; key click records by user_id")
+    if key != user_id.encode("utf-8"):
+        return Rejection(
+            KEY_MISMATCH,
+            f"the record key {key[:64]!r} is not the user_id {user_id[:64]!r} "
+            "(per-user order needs records keyed by user_id)",
+        )
+    return None
+
+
 def parse_record(record: RawRecord, now: float, cfg: ValidationConfig) -> FeatureEvent | Rejection:
     try:
         message = decode(record.value, record.headers, events_pb2.ClickEvent)
     except DecodeError as exc:
         return Rejection(DECODE, exc.reason)
-    return validate(message, now, cfg)
+    event = validate(message, now, cfg)
+    if isinstance(event, Rejection):
+        return event
+    return check_key(record.key, event.user_id) or event
 
 
 def plan_batch(records: Iterable[RawRecord], now: float, cfg: ValidationConfig) -> BatchPlan:
@@ -145,6 +171,7 @@ def plan_batch(records: Iterable[RawRecord], now: float, cfg: ValidationConfig) 
                     and event_id.strip()
                     and user_id.strip()
                     and item_id.strip()
+                    and record.key == user_id.encode()
                 ):
                     event = FeatureEvent(event_id, user_id, item_id, known[0], known[1], ts)
         if event is None:

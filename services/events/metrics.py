@@ -1,8 +1,17 @@
-"""Prometheus metrics of the events service (exported on METRICS_PORT)."""
+"""Prometheus metrics of the events service (exported on METRICS_PORT).
+
+The series whose labels are known in advance (event types, dead-letter reasons) are
+created at import, at zero (the end of this module): a counter that first appears on its
+first increment is invisible to ``absent()`` alerts and dashboards until then. The consume
+loop (``recsys.consume``) does the same for the dependencies and restart reasons it knows,
+and creates a partition's lag series when the partition is assigned.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.events.core import EVENT_TYPE_NAMES, REASON_CODES
 
 PROCESSED = Counter(
     "recsys_events_processed_total",
@@ -51,3 +60,9 @@ CONSUMER_RESTARTS = Counter(
     "Kafka consumers closed and rebuilt by the stall watchdog, by reason (join, no_progress).",
     ["reason"],
 )
+
+
+for _kind in EVENT_TYPE_NAMES.values():
+    PROCESSED.labels(_kind)
+for _reason in REASON_CODES:
+    DEAD_LETTERED.labels(_reason)

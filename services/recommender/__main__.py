@@ -13,8 +13,9 @@ dies, and forwards SIGTERM. With ``WORKERS=1`` the server runs in this process.
 
 Startup (per worker): the gRPC server starts first with health NOT_SERVING (probes see the
 process), then the model is loaded and Redis pinged; only then SERVING. SIGTERM: health →
-NOT_SERVING for good, ``server.stop(GRACE_S)`` lets in-flight requests finish, then the
-model watcher and the Redis pool close.
+NOT_SERVING for good and the health Watch streams ended (``HealthState.shutdown``: an open
+one would hold the drain and the exit), ``server.stop(GRACE_S)`` lets in-flight requests
+finish, then the model watcher and the Redis pool close.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from recsys.errors import ConfigError, RecsysError
+from recsys.errors import ConfigError, PermissionDeniedError, RecsysError
 from recsys.health import HealthState
 from recsys.log import configure_logging
 from recsys.metrics import start_metrics_server
+from recsys.ports import ensure_port_free
 from recsys.runtime import settle_heap
+from recsys.settings import redacted_url
 from recsys.shutdown import install_stop_handlers
 from recsys.store import FeatureStore, StoreUnavailableError, open_store
 from services.recommender.config import RecommenderSettings, load_settings
@@ -86,6 +89,8 @@ def _wait_until(what: str, ready: Any, settings: RecommenderSettings,
     while not stop.is_set():
         try:
             value = ready()
+        except PermissionDeniedError:
+            raise  # a refused Redis ACL user: waiting cannot help, the message says why
         except errors as exc:
             value, last_error = None, str(exc)
         if value:
@@ -182,7 +187,7 @@ def prepare(
         model = _wait_until(f"a model in {settings.model_dir}", loaded, settings, stop)
         if model is None:
             return None
-        _wait_until(f"Redis at {settings.redis_url}", store.ping, settings, stop)
+        _wait_until(f"Redis at {redacted_url(settings.redis_url)}", store.ping, settings, stop)
     except BaseException:
         if running is None:
             with contextlib.suppress(Exception):
@@ -196,7 +201,7 @@ def prepare(
         metrics.MODEL_INFO.labels(new.version).set(1)
         metrics.MODEL_ITEMS.set(new.n_items)
         if old is not None:
-            metrics.RELOADS.labels("ok").inc()
+            metrics.RELOADS.labels(metrics.RELOAD_OK).inc()
 
     holder = ModelHolder(model, on_swap)
     reader = StateReader(store, unavailable=STORE_UNAVAILABLE, retry_s=settings.redis_retry_s)
@@ -216,7 +221,7 @@ def prepare(
         settings.model_dir,
         holder,
         interval_s=settings.reload_interval_s,
-        on_error=lambda version, exc: metrics.RELOADS.labels("failed").inc(),
+        on_error=lambda version, exc: metrics.RELOADS.labels(metrics.RELOAD_FAILED).inc(),
     )
     service = RecommenderService(holder.get, reader, limits)
     return Prepared(service, watcher, store, model.version, model.n_items)
@@ -293,15 +298,14 @@ def free_port(host: str) -> int:
 
 
 def _start_multiprocess_metrics(port: int) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
     if port <= 0:
         return 0
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client
-    server, _ = start_http_server(port, registry=registry)
-    return int(server.server_port)
+    return start_metrics_server(port, registry=registry)
 
 
 def supervise(settings: RecommenderSettings, stop: threading.Event) -> int:
@@ -312,7 +316,12 @@ def supervise(settings: RecommenderSettings, stop: threading.Event) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="recsys-recommender-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-    metrics_port = _start_multiprocess_metrics(settings.metrics_port)
+    try:
+        metrics_port = _start_multiprocess_metrics(settings.metrics_port)
+    except RecsysError:  # METRICS_PORT taken: nothing else to undo yet
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+        raise
     log.info("starting workers", extra={"workers": settings.workers, "pid": os.getpid(),
                                         "grpc_port": settings.grpc_port,
                                         "metrics_port": metrics_port})  # fmt: skip
@@ -383,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     install_stop_handlers(stop, log, "signal received; draining")
     try:
+        # Here, before any worker binds with SO_REUSEPORT: the workers then share the port
+        # with each other, and would join another process' port just as silently.
+        ensure_port_free(settings.host, settings.grpc_port, "GRPC_PORT")
         if settings.workers > 1:
             return supervise(settings, stop)
         start_metrics_server(settings.metrics_port)

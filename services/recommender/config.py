@@ -69,6 +69,8 @@ class RecommenderSettings:
     redis_url: str = DEFAULT_REDIS_URL
     key_prefix: str = DEFAULT_PREFIX
     host: str = "0.0.0.0"
+    # 50051 / 9100: what frontends target. Each service has its own default ports so that
+    # all three run side by side on one host (the images and manifests set them explicitly).
     grpc_port: int = 50051
     metrics_port: int = 9100
     log_level: str = "info"

@@ -4,11 +4,33 @@ With several worker processes the parent serves one endpoint aggregating all wor
 (prometheus_client's multiprocess mode, enabled by ``PROMETHEUS_MULTIPROC_DIR``, which
 ``__main__`` sets before any worker imports this module); gauges therefore declare how
 they aggregate across processes.
+
+Every series whose labels are known in advance is created at import, at zero (the end of
+this module): a counter that first appears on its first increment is invisible to
+``absent()`` alerts and dashboards until then, and its first ``rate()`` is lost. Only
+``model_info`` waits for its label, the version of the first model loaded.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from recsys.grpc_status import ANSWERED_CODES
+from recsys.recommender.v1 import recommender_pb2
+from services.recommender.model import (
+    SOURCE_FOLDIN,
+    SOURCE_MODEL,
+    SOURCE_POPULAR,
+    SOURCE_TRENDING,
+)
+
+#: The RPCs of RecommenderService, as the request metrics label them.
+METHODS = tuple(
+    m.name for m in recommender_pb2.DESCRIPTOR.services_by_name["RecommenderService"].methods
+)
+#: The methods whose answers can be degraded (SimilarItems reads no Redis state).
+DEGRADED_METHODS = ("Recommend", "Explain", "BatchRecommend")
+RELOAD_OK, RELOAD_FAILED = "ok", "failed"
 
 REQUESTS = Counter(
     "recsys_recommender_requests_total",
@@ -52,3 +74,15 @@ REDIS_UP = Gauge(
     "1 when the last Redis call of every worker succeeded (min over workers).",
     multiprocess_mode="livemin",
 )
+
+
+for _method in METHODS:
+    LATENCY.labels(_method)
+    for _code in ANSWERED_CODES:
+        REQUESTS.labels(_method, _code.name)
+for _method in DEGRADED_METHODS:
+    DEGRADED.labels(_method)
+for _source in (SOURCE_FOLDIN, SOURCE_MODEL, SOURCE_TRENDING, SOURCE_POPULAR):
+    SOURCES.labels(_source)
+for _result in (RELOAD_OK, RELOAD_FAILED):
+    RELOADS.labels(_result)

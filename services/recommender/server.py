@@ -13,8 +13,9 @@ around it: the hand-off from gRPC's polling thread to a pool thread and back, an
 threads queueing for the GIL (docs/recommender.md, "Concurrency model"). Measured against the
 threaded server side by side: a lower half-load tail, with the no-op handler and with
 Recommend, and less server CPU per Recommend (docs/benchmarks.md, History, "`grpc.aio`
-instead of the thread pool"). Health and reflection are the stock servicers; the synchronous
-health servicer runs its few calls on a small thread pool (``GRPC_THREADS``).
+instead of the thread pool"). Health is the stock servicer's state served on the loop
+(``recsys.health``: a Watch must hold no thread); reflection, synchronous, runs its few
+calls on a small thread pool (``GRPC_THREADS``).
 
 :func:`create_server` returns an unstarted :class:`LoopServer` (health, reflection, optional
 TLS) so tests and ``__main__`` start and stop it themselves from ordinary threads.
@@ -34,8 +35,10 @@ import grpc
 import grpc.aio
 
 from recsys.errors import RecsysError, UnavailableError
+from recsys.grpc_requests import LogThrottle, MalformedRequest, add_servicer
 from recsys.grpc_status import grpc_code
 from recsys.health import HealthState, add_health_and_reflection
+from recsys.ports import bind_failed
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.recommender.v1 import recommender_pb2_grpc as pb_grpc
 from services.recommender import metrics
@@ -57,7 +60,8 @@ from services.recommender.service import (
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RecommenderService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["RecommenderService"]
+SERVICE_NAME: str = SERVICE.full_name
 
 REASONS = {
     REASON_COLLABORATIVE: pb.REASON_COLLABORATIVE,
@@ -67,6 +71,9 @@ REASONS = {
 }
 
 T = TypeVar("T")
+
+# A client that sends bodies that do not parse usually sends many: a line per method per 10 s.
+_malformed_log = LogThrottle(log, interval_s=10.0)
 
 
 # ------------------------------------------------------------------------ conversions
@@ -134,18 +141,28 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         return service
 
     async def _call(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]
+        self,
+        method: str,
+        request: object,
+        context: grpc.aio.ServicerContext[Any, Any],
+        work: Callable[[], T],
     ) -> T:
         """Run ``work`` inline on the loop; map its errors (and an expired deadline) to a status.
 
-        A request that waited in the loop's queue past its deadline is answered
-        DEADLINE_EXCEEDED without doing the work: the caller has given up on it.
+        A body that did not parse (``request`` is a :class:`MalformedRequest`, see
+        ``recsys.grpc_requests``) is INVALID_ARGUMENT, counted and logged at most once per
+        10 s per method. A request that waited in the loop's queue past its deadline is
+        answered DEADLINE_EXCEEDED without doing the work: the caller has given up on it.
         """
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
             remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
+            if isinstance(request, MalformedRequest):
+                code, message = grpc.StatusCode.INVALID_ARGUMENT, request.message
+                extra = {"method": method, "error": request.reason}
+                _malformed_log.warning(method, "request body does not parse", extra)
+            elif remaining is not None and remaining <= 0:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 message = "deadline expired before the request was handled"
             else:
@@ -173,13 +190,14 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     async def Recommend(  # noqa: N802 - the gRPC method name
         self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecommendResponse:
-        return await self._call("Recommend", context, lambda: self._recommend(request))
+        return await self._call("Recommend", request, context, lambda: self._recommend(request))
 
     async def SimilarItems(  # noqa: N802
         self, request: pb.SimilarItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SimilarItemsResponse:
         return await self._call(
             "SimilarItems",
+            request,
             context,
             lambda: similar_response(self._service().similar_items(similar_query(request))),
         )
@@ -194,12 +212,13 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             score=result.score,
             contributions=[pb.Contribution(item_id=i, weight=w) for i, w in result.contributions],
             model_version=result.model_version,
+            sentiment_average=result.sentiment,  # None leaves the optional field unset
         )
 
     async def Explain(  # noqa: N802
         self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExplainResponse:
-        return await self._call("Explain", context, lambda: self._explain(request))
+        return await self._call("Explain", request, context, lambda: self._explain(request))
 
     def _batch(self, request: pb.BatchRecommendRequest) -> pb.BatchRecommendResponse:
         results = self._service().batch([widget_from_proto(w) for w in request.widgets])
@@ -219,7 +238,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     async def BatchRecommend(  # noqa: N802
         self, request: pb.BatchRecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BatchRecommendResponse:
-        return await self._call("BatchRecommend", context, lambda: self._batch(request))
+        return await self._call("BatchRecommend", request, context, lambda: self._batch(request))
 
 
 _redis_up: list[int] = [-1]  # the value last written to the REDIS_UP gauge
@@ -314,10 +333,13 @@ def create_server(
 
     ``SO_REUSEPORT`` is on so that several worker processes can bind the same port and the
     kernel spreads connections over them (the concurrency model, see docs/recommender.md).
+    It would also let this server join a port that another process holds, so ``main``
+    checks the port before any worker binds (``recsys.ports.ensure_port_free``).
     """
     opts: list[tuple[str, Any]] = [("grpc.so_reuseport", 1), *connection_age_options(settings)]
     opts += options or []
-    address = f"{settings.host}:{settings.grpc_port if port is None else port}"
+    bind_port = settings.grpc_port if port is None else port
+    address = f"{settings.host}:{bind_port}"
     creds = server_credentials(settings)  # read here: a bad file fails before any thread starts
 
     async def build() -> tuple[grpc.aio.Server, int]:
@@ -327,13 +349,16 @@ def create_server(
             ),
             options=opts,
         )
-        pb_grpc.add_RecommenderServiceServicer_to_server(servicer, server)
-        add_health_and_reflection(server, health, [SERVICE_NAME])  # type: ignore[arg-type]
-        bound = (
-            server.add_secure_port(address, creds)
-            if creds is not None
-            else server.add_insecure_port(address)
-        )
+        add_servicer(server, servicer, SERVICE)  # a body that does not parse reaches _call
+        add_health_and_reflection(server, health, [SERVICE_NAME])
+        try:
+            bound = (
+                server.add_secure_port(address, creds)
+                if creds is not None
+                else server.add_insecure_port(address)
+            )
+        except RuntimeError as exc:  # gRPC's failed bind: say which variable to change
+            raise bind_failed(settings.host, bind_port, "GRPC_PORT", exc) from None
         return server, bound
 
     server = LoopServer(build)

@@ -19,6 +19,10 @@ Per request, in order:
    requested categories: the same steps for every user and filter.
 5. A user with no vector at all gets the decayed trending list from the store, topped up with
    the model's popularity order.
+
+A user who asked to be forgotten (the store's forgotten record, read in step 3) skips step 4:
+no trained vector, no training or live history, no seen or suppressed items, only the
+answers any anonymous visitor gets (the record does not expire).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 
 from recsys.errors import InvalidArgumentError, NotFoundError, RecsysError
 from recsys.store.base import FeatureStore
-from recsys.store.model import UserState
+from recsys.store.model import Sentiment, UserState
 from services.recommender.model import (
     SOURCE_FOLDIN,
     SOURCE_MODEL,
@@ -60,6 +64,9 @@ EMPTY_STATE = UserState(recent=[], seen=set(), weights={}, suppressed=set())
 
 ModelSource = Callable[[], Model]
 HISTORY_CACHE_USERS = 200_000
+# Forgotten users this process has read the record of, for the answers given while the
+# store is unreachable (the record never expires, so an entry never goes stale).
+FORGOTTEN_CACHE_USERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,10 @@ class ExplainResult:
     contributions: list[tuple[str, float]]
     model_version: str
     degraded: bool = False
+    # The user's time-decayed feedback sentiment in [-1, 1] (the sentiment service's
+    # average), for whoever reads the explanation; None when there is none, the store
+    # could not be read, or the user was forgotten. It does not change any ranking.
+    sentiment: float | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,18 @@ class StateReader:
             self._failed(exc)
             return [], True
 
+    def sentiment(self, user_id: str) -> tuple[Sentiment | None, bool]:
+        """(sentiment, degraded): Explain's read of the user's average, a round trip of its
+        own so that Recommend, which never uses it, does not pay for it."""
+        if not self.healthy:
+            return None, True
+        assert self.store is not None
+        try:
+            return self.store.get_sentiment(user_id), False
+        except self.unavailable as exc:
+            self._failed(exc)
+            return None, True
+
 
 class TrendingCache:
     """The trending list, re-read at most every ``ttl_s`` (it decays over hours, not ms)."""
@@ -358,6 +381,25 @@ class RecommenderService:
         self.trending = TrendingCache(reader, self.limits.trending_cache_s, clock)
         self._history: PerModelCache[History] = PerModelCache(HISTORY_CACHE_USERS)
         self._vectors: PerModelCache[np.ndarray] = PerModelCache(HISTORY_CACHE_USERS)
+        self._forgotten: set[str] = set()
+
+    def is_forgotten(self, user_id: str, state: UserState, degraded: bool) -> bool:
+        """Whether to answer as for an anonymous visitor.
+
+        The store's record decides; while the store cannot be read (``degraded``), the
+        users this process has seen forgotten stay forgotten, so an outage does not bring
+        a forgotten user's trained vector back. A record deleted by hand is noticed on
+        the next successful read.
+        """
+        if state.forgotten:
+            if len(self._forgotten) >= FORGOTTEN_CACHE_USERS:
+                self._forgotten.clear()
+            self._forgotten.add(user_id)
+            return True
+        if degraded:
+            return user_id in self._forgotten
+        self._forgotten.discard(user_id)
+        return False
 
     def history(self, model: Model, user_id: str) -> History:
         """The user's training history (ids → weights, and their rows), cached per model.
@@ -443,13 +485,16 @@ class RecommenderService:
         model = self.models()
         filters = self._filters(query.filters, model)
         user_state, degraded = state if state is not None else self.reader.user_state(user_id)
+        categories = list(filters.categories) or None
+        if self.is_forgotten(user_id, user_state, degraded):
+            anonymous = set(filters.exclude_item_ids)
+            return self._cold_start(model, user_id, k, anonymous, categories, degraded)
         history = self.history(model, user_id)
         live = user_state.weights
         include_seen = filters.include_seen
         excluded: set[str] = set(filters.exclude_item_ids) | user_state.suppressed
         if not include_seen:
             excluded |= user_state.seen
-        categories = list(filters.categories) or None
         live_rows = model.lookup_rows(live)
         vector, source = self._user_vector(model, user_id, history, live, live_rows)
         if vector is None:
@@ -582,8 +627,15 @@ class RecommenderService:
         if not model.has_item(item_id):
             raise NotFoundError(f"item {item_id!r} is not in the catalog of model {model.version}")
         state, degraded = self.reader.user_state(user_id)
-        history = self.history(model, user_id).weights
-        weights = combine_weights(history, state.weights, lim.history_mode)
+        sentiment: float | None = None
+        if self.is_forgotten(user_id, state, degraded):
+            weights: dict[str, float] = {}  # an anonymous visitor has no history to explain
+        else:
+            history = self.history(model, user_id).weights
+            weights = combine_weights(history, state.weights, lim.history_mode)
+            average, sentiment_degraded = self.reader.sentiment(user_id)
+            sentiment = None if average is None else average.avg
+            degraded = degraded or sentiment_degraded
         explanation = model.explain(weights, item_id, k)
         return ExplainResult(
             user_id,
@@ -592,15 +644,27 @@ class RecommenderService:
             list(explanation.contributions),
             model.version,
             degraded,
+            sentiment,
         )
 
     # -- batch -------------------------------------------------------------------------
     def batch(self, widgets: Sequence[Widget]) -> list[WidgetResult]:
-        """Each widget succeeds or fails alone; a user's state is read once per batch."""
+        """Each widget succeeds or fails alone; a user's state is read once per batch.
+
+        An over-long ``widget_id`` fails the whole request instead: the id is echoed in
+        every answer, including a widget's error, so no per-widget answer can carry it.
+        """
         if len(widgets) > self.limits.max_batch:
             raise InvalidArgumentError(
                 f"{len(widgets)} widgets in one batch; the maximum is {self.limits.max_batch}"
             )
+        limit = self.limits.max_id_length
+        for n, widget in enumerate(widgets):
+            if len(widget.widget_id) > limit:
+                raise InvalidArgumentError(
+                    f"widgets[{n}].widget_id is {len(widget.widget_id)} characters long; "
+                    f"the maximum is {limit}"
+                )
         states: dict[str, tuple[UserState, bool]] = {}
         out: list[WidgetResult] = []
         for widget in widgets:

@@ -6,7 +6,8 @@ so that fold-in applies the same transform. The raw matrix is kept as the users'
 history (for excluding seen items and for explanations).
 
 Sources: a data set (MovieLens via ``recsys_tools.data``), a CSV of ``user,item,weight``, or the
-per-user weights hashes the events service keeps in Redis (:func:`read_redis_weights`).
+per-user weights hashes the events service keeps in Redis (:func:`read_redis_weights`); from
+any of them, the users recorded as forgotten are left out (:func:`drop_users`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import csv
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,24 @@ def _index(
     except KeyError as exc:
         raise DataError(f"{what} {exc.args[0]!r} is not in the given {what} ids") from None
     return ids, rows
+
+
+def drop_users(data: UserItemMatrix, users: Collection[str]) -> UserItemMatrix:
+    """``data`` without the rows of ``users`` (the forgotten ones), items kept as they are.
+
+    A user who asked to be forgotten must not be in the next model, whatever source the
+    matrix came from: a data set or a CSV does not forget, so ``recsys train`` applies the
+    store's forgotten records to the matrix built from it.
+    """
+    if not users:
+        return data
+    n = len(data.user_ids)
+    keep = np.fromiter((u not in users for u in data.user_ids), dtype=bool, count=n)
+    if keep.all():
+        return data
+    log.info("left out %d forgotten users", int((~keep).sum()))
+    kept = [u for u, k in zip(data.user_ids, keep.tolist(), strict=True) if k]
+    return UserItemMatrix(data.matrix[keep], kept, data.item_ids)
 
 
 def matrix_from_user_weights(

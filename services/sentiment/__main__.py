@@ -8,7 +8,8 @@ names.
 Startup order: health server NOT_SERVING and metrics first so probes see the
 process; then load the model (or reach TF Serving) and, for ``consume``, Kafka
 and Redis, failing fast with a one-line error; then SERVING. SIGTERM/SIGINT:
-health NOT_SERVING, the gRPC server drains for GRACE_S (or the loop
+health NOT_SERVING and its Watch streams ended (``HealthState.shutdown``: an open one
+would hold the drain), the gRPC server drains for GRACE_S (or the loop
 finishes its batch), clients close.
 """
 
@@ -88,7 +89,11 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
         store = open_store(
             settings.redis_url, prefix=settings.key_prefix, cluster=settings.redis_cluster
         )
-        producer = make_producer(settings.consumer.bootstrap, client_id="recsys-sentiment")
+        producer = make_producer(
+            settings.consumer.bootstrap,
+            security=settings.consumer.security,
+            client_id="recsys-sentiment",
+        )
         new_consumer = consumer_factory(settings.consumer)
         consumer = new_consumer()
         loop = SentimentConsumer(

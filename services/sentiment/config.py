@@ -53,9 +53,11 @@ class SentimentSettings:
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     max_batch: int = 256
     # --- gRPC / ops ---------------------------------------------------------------------
-    grpc_port: int = 50051
+    # Each service has its own default ports so that all three run side by side on one
+    # host (the images and manifests set them explicitly).
+    grpc_port: int = 50052
     grpc_workers: int = 8
-    metrics_port: int = 9100
+    metrics_port: int = 9102
     log_level: str = "info"
     shutdown_grace_s: float = 20.0  # GRACE_S, as the recommender
     # --- Kafka path ---------------------------------------------------------------------
@@ -124,9 +126,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
             env, "SENTIMENT_MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS, minimum=1, maximum=1_000_000
         ),
         max_batch=env_int(env, "SENTIMENT_MAX_BATCH", 256, minimum=1, maximum=100_000),
-        grpc_port=env_int(env, "GRPC_PORT", 50051, minimum=0, maximum=65535),
+        grpc_port=env_int(env, "GRPC_PORT", 50052, minimum=0, maximum=65535),
         grpc_workers=env_int(env, "GRPC_WORKERS", 8, minimum=1, maximum=256),
-        metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
+        metrics_port=env_int(env, "METRICS_PORT", 9102, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         shutdown_grace_s=env_float(env, "GRACE_S", 20.0, minimum=0.0, maximum=3600.0),
         consumer=consumer,

@@ -4,7 +4,8 @@ Per polled micro-batch: decode and validate every record (bad ones go to the
 dead-letter topic with the original bytes and a reason header), classify the
 rest in one model call, write the Redis features (decayed per-user sentiment
 average; the item into the user's suppression set when negative feedback
-names one), produce the scored records, and only then commit the offsets.
+names one, out of it when positive feedback does), produce the scored records,
+and only then commit the offsets.
 
 Delivery is at-least-once, as in the events service: a crash before the
 commit replays the batch. Suppression is idempotent (same member, later
@@ -45,6 +46,7 @@ from services.sentiment.core import (
     feedback_time,
     plan_feedback,
     should_suppress,
+    should_unsuppress,
 )
 
 log = logging.getLogger("services.sentiment.consumer")
@@ -98,6 +100,7 @@ class SentimentHandler:
         )
         self.scored = 0
         self.suppressed = 0
+        self.unsuppressed = 0  # suppressions lifted by positive feedback
 
     def plan(self, records: list[RawRecord]) -> FeedbackPlan:
         s = self.settings
@@ -143,14 +146,14 @@ class SentimentHandler:
             max_batch=len(requests),
         )
         for p in predictions:
-            metrics.CLASSIFIED.labels(p.label_name, p.language).inc()
+            metrics.CLASSIFIED.labels(p.label_name, metrics.language_label(p.language)).inc()
         return predictions
 
     def _write_features(
         self, items: list[FeedbackItem], predictions: list[Prediction], now: float
     ) -> int:
         s = self.settings
-        suppressed = 0
+        suppressed = lifted = 0
         for item, prediction in zip(items, predictions, strict=True):
             fb = item.feedback
             self.store.update_sentiment(
@@ -164,7 +167,12 @@ class SentimentHandler:
             if should_suppress(fb, prediction, s.suppress_min_probability):
                 self.store.suppress(fb.user_id, fb.item_id, s.suppress_ttl_s, now=now)
                 suppressed += 1
+            elif should_unsuppress(fb, prediction, s.suppress_min_probability):
+                # in record order, so a complaint and a later praise of one item end lifted
+                # (and a replay of the batch ends the same way)
+                lifted += self.store.unsuppress(fb.user_id, fb.item_id, now=now)
         self.suppressed += suppressed
+        self.unsuppressed += lifted
         metrics.SUPPRESSED.inc(suppressed)
         return suppressed
 
@@ -222,3 +230,7 @@ class SentimentConsumer(ConsumeLoop[FeedbackPlan]):
     @property
     def suppressed(self) -> int:
         return self.feedback.suppressed
+
+    @property
+    def unsuppressed(self) -> int:
+        return self.feedback.unsuppressed

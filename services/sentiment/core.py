@@ -2,7 +2,8 @@
 
 No TensorFlow, gRPC, Kafka clients or Redis here, so every rule the transports share
 (what counts as too long, which language a text is in, how a prediction turns
-into the score the recommender reads) is unit-tested without any of them.
+into the score that the per-user average folds in, which feedback hides or shows an item
+again) is unit-tested without any of them.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class Prediction:
 def sentiment_score(probabilities: Sequence[float]) -> float:
     """Expected sentiment in [-1, 1]: P(positive) - P(negative).
 
-    The recommender averages this rather than the arg-max label, so a hesitant
-    "negative" (0.4 / 0.35 / 0.25) moves a user's average less than a sure one.
+    The per-user average (which the recommender's Explain reports) folds in this rather
+    than the arg-max label, so a hesitant "negative" (0.4 / 0.35 / 0.25) moves a user's
+    average less than a sure one.
     """
     score = float(probabilities[POSITIVE]) - float(probabilities[NEGATIVE])
     return max(-1.0, min(1.0, score))
@@ -294,6 +296,23 @@ def should_suppress(
         and bool(feedback.item_id.strip())
         and prediction.label == NEGATIVE
         and prediction.probabilities[NEGATIVE] >= min_probability
+    )
+
+
+def should_unsuppress(
+    feedback: feedback_pb2.CustomerFeedback, prediction: Prediction, min_probability: float
+) -> bool:
+    """Positive feedback that names an item lifts the user's suppression of it.
+
+    The mirror of :func:`should_suppress` (same threshold, on P(positive)): a customer who
+    complained about an item and later praises it would otherwise not see it again until
+    the suppression runs out (``SENTIMENT_SUPPRESS_TTL_S``, 30 days by default).
+    """
+    return (
+        feedback.HasField("item_id")
+        and bool(feedback.item_id.strip())
+        and prediction.label == POSITIVE
+        and prediction.probabilities[POSITIVE] >= min_probability
     )
 
 

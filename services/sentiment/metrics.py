@@ -1,8 +1,35 @@
-"""Prometheus metrics of the sentiment service (exported on METRICS_PORT)."""
+"""Prometheus metrics of the sentiment service (exported on METRICS_PORT).
+
+The series whose labels are known in advance (methods and codes, labels and languages,
+dead-letter reasons) are created at import, at zero (the end of this module): a counter
+that first appears on its first increment is invisible to ``absent()`` alerts and
+dashboards until then. The consume loop (``recsys.consume``) does the same for the
+dependencies and restart reasons it knows.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from recsys.grpc_status import ANSWERED_CODES
+from recsys.sentiment.v1 import sentiment_pb2
+from services.sentiment.core import LABELS, LANG_EN, LANG_UNDETERMINED, LANG_ZH, REASON_CODES
+
+#: The RPCs of SentimentService, as the request metrics label them.
+METHODS = tuple(
+    m.name for m in sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].methods
+)
+#: The ``language`` label's values: the languages the model was trained on, ``und`` for a
+#: text without letters (detection's answer), and ``other`` for every tag a caller may
+#: send: the label is bounded, whatever the callers send.
+LANGUAGES = (LANG_EN, LANG_ZH, LANG_UNDETERMINED)
+OTHER_LANGUAGE = "other"
+
+
+def language_label(language: str) -> str:
+    """The ``language`` label for a prediction's language (the response keeps the tag)."""
+    return language if language in LANGUAGES else OTHER_LANGUAGE
+
 
 REQUESTS = Counter(
     "recsys_sentiment_requests_total",
@@ -52,3 +79,14 @@ CONSUMER_RESTARTS = Counter(
     "Kafka consumers closed and rebuilt by the stall watchdog, by reason (join, no_progress).",
     ["reason"],
 )
+
+
+for _method in METHODS:
+    REQUEST_SECONDS.labels(_method)
+    for _code in ANSWERED_CODES:
+        REQUESTS.labels(_method, _code.name)
+for _label in LABELS:
+    for _language in (*LANGUAGES, OTHER_LANGUAGE):
+        CLASSIFIED.labels(_label, _language)
+for _reason in REASON_CODES:
+    DEAD_LETTERED.labels(_reason)

@@ -3,11 +3,14 @@
 Thin on purpose: it turns protobuf requests into core calls and domain errors
 into status codes; everything worth testing without a network lives in
 ``services.sentiment.core``. :func:`create_server` returns an unstarted server
-so tests and ``__main__`` decide when it starts and stops.
+so tests and ``__main__`` decide when it starts and stops. Requests are parsed by
+``recsys.grpc_requests``, so a body that does not parse reaches ``_call`` and is answered
+INVALID_ARGUMENT there, like any other bad input.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -16,15 +19,22 @@ from typing import Any, TypeVar
 import grpc
 
 from recsys.errors import RecsysError, UnavailableError
+from recsys.grpc_requests import LogThrottle, MalformedRequest, add_servicer
 from recsys.grpc_status import grpc_code
 from recsys.health import HealthState, add_health_and_reflection
+from recsys.ports import bind_failed, ensure_port_free
 from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from services.sentiment import metrics
 from services.sentiment.config import SentimentSettings
 from services.sentiment.core import Prediction, Predictor, Probabilities, TextRequest, classify
 
-SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name
+SERVICE = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"]
+SERVICE_NAME = SERVICE.full_name
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+# A client that sends bodies that do not parse usually sends many: a line per method per 10 s.
+_malformed_log = LogThrottle(log, interval_s=10.0)
 
 
 class SwappablePredictor:
@@ -66,15 +76,34 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         self.predictor = predictor
         self.settings = settings
 
-    def _call(self, method: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+    def _call(
+        self, method: str, request: object, context: grpc.ServicerContext, fn: Callable[[], T]
+    ) -> T:
+        """Run ``fn``; map its errors to a status, and count every answer with its code.
+
+        A body that did not parse (``request`` is a :class:`MalformedRequest`) is
+        INVALID_ARGUMENT, logged at most once per 10 s per method. An error that is not a
+        RecsysError is a bug: INTERNAL without details, logged with its traceback (left to
+        grpc it would be UNKNOWN with the exception's text, and counted here as OK).
+        """
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return fn()
-        except RecsysError as exc:
-            code = grpc_code(exc)
-            context.abort(code, str(exc))
-            raise  # unreachable: abort raises
+            if isinstance(request, MalformedRequest):
+                code, message = grpc.StatusCode.INVALID_ARGUMENT, request.message
+                extra = {"method": method, "error": request.reason}
+                _malformed_log.warning(method, "request body does not parse", extra)
+            else:
+                try:
+                    return fn()
+                except RecsysError as exc:
+                    code, message = grpc_code(exc), str(exc)
+                except Exception:
+                    code = grpc.StatusCode.INTERNAL
+                    message = "internal error; the server log has the details"
+                    log.exception("unexpected error", extra={"method": method})
+            context.abort(code, message)
+            raise AssertionError("context.abort returned")
         finally:
             metrics.REQUESTS.labels(method, code.name).inc()
             metrics.REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
@@ -87,14 +116,17 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             max_batch=self.settings.max_batch,
         )
         for p in predictions:
-            metrics.CLASSIFIED.labels(p.label_name, p.language).inc()
+            metrics.CLASSIFIED.labels(p.label_name, metrics.language_label(p.language)).inc()
         return predictions
 
     def Classify(  # noqa: N802 (gRPC method name)
         self, request: sentiment_pb2.ClassifyRequest, context: grpc.ServicerContext
     ) -> sentiment_pb2.ClassifyResponse:
         return self._call(
-            "Classify", context, lambda: to_response(self._classify([_text_request(request)])[0])
+            "Classify",
+            request,
+            context,
+            lambda: to_response(self._classify([_text_request(request)])[0]),
         )
 
     def ClassifyBatch(  # noqa: N802 (gRPC method name)
@@ -104,7 +136,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             preds = self._classify([_text_request(r) for r in request.requests])
             return sentiment_pb2.ClassifyBatchResponse(responses=[to_response(p) for p in preds])
 
-        return self._call("ClassifyBatch", context, run)
+        return self._call("ClassifyBatch", request, context, run)
 
 
 def create_server(
@@ -122,13 +154,21 @@ def create_server(
     before it is parsed.
     """
     max_message = max(4 * 1024 * 1024, settings.max_batch * settings.max_text_chars * 4 + 65536)
-    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_message)]
+    # No SO_REUSEPORT (gRPC's Python default turns it on): one process per port, so a port
+    # another process holds is refused with a ConfigError naming GRPC_PORT, never shared.
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message),
+        ("grpc.so_reuseport", 0),
+    ]
+    bind_port = settings.grpc_port if port is None else port
+    ensure_port_free(host, bind_port, "GRPC_PORT")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers), options=options
     )
-    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
-        SentimentServicer(predictor, settings), server
-    )
+    add_servicer(server, SentimentServicer(predictor, settings), SERVICE)
     add_health_and_reflection(server, health, [SERVICE_NAME])
-    bound = server.add_insecure_port(f"{host}:{settings.grpc_port if port is None else port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{bind_port}")
+    except RuntimeError as exc:
+        raise bind_failed(host, bind_port, "GRPC_PORT", exc) from None
     return server, bound

@@ -313,11 +313,16 @@ def test_generated_bad_payloads_are_dead_lettered_and_good_events_around_them_ap
     draw()
     bad = collected[-1]
     good = synthetic_events(600, seed=3)
+    # valid events keyed by another id than their user's: per-user order cannot hold for them
+    mis_keyed = [ev.SerializeToString() for ev in synthetic_events(20, seed=4)]
     stream: list[Any] = []
     for i, ev in enumerate(good):
         stream.append(ev)
         if i % 2 == 0:
             stream.append((b"user-bad", bad[i // 2]))
+        if i % 30 == 0:
+            stream.append((b"not-the-user", mis_keyed[i // 30]))
+    bad = [*bad, *mis_keyed]
     make_topic(kafka, topic, 2)
     produce(kafka, topic, stream)
     consumer = consumers(kafka, redis_url, topic, group_id, key_prefix)
@@ -337,8 +342,12 @@ def test_generated_bad_payloads_are_dead_lettered_and_good_events_around_them_ap
     for record in dead:
         reasons = [v.decode() for k, v in record.headers if k == REASON_HEADER]
         assert reasons and reasons[0].split(":")[0] in {
-            "decode", "missing_id", "id_too_long", "bad_timestamp", "unknown_type", "bad_value"
+            "decode", "missing_id", "id_too_long", "bad_timestamp", "unknown_type", "bad_value",
+            "key_mismatch",
         }  # fmt: skip
+    assert sum(r.value in mis_keyed for r in dead) == len(mis_keyed)
+    assert all(dict(r.headers)["x-dead-letter-code"] == b"key_mismatch"
+               for r in dead if r.value in mis_keyed)  # fmt: skip
     assert_same_features(
         normalised_dump(redis_client, key_prefix), expected_event_features(good, "P")
     )

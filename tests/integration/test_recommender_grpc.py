@@ -238,6 +238,58 @@ def test_suppressed_items_disappear(
     assert before[0] not in after and after[:2] == before[1:]
 
 
+def test_forget_user_makes_every_answer_anonymous_at_once(
+    serve: Callable[..., Server], redis_client: Any, redis_url: str, key_prefix: str,
+    capsys: Any,
+) -> None:  # fmt: skip
+    """Regression: `recsys forget-user` deleted the Redis keys only, so a user in the
+    training data kept a personalised list and an Explain of their history. After it, the
+    user gets what a never-seen visitor gets, over gRPC, with the model unchanged."""
+    from recsys_tools.cli import main
+
+    server = serve()
+    store = store_for(redis_client, key_prefix)
+    clicks(store, "u0", ["i5"])
+    store.update_sentiment("u0", -0.5, time.time(), 86400.0)
+    personal = server.recommend("u0", 5)
+    assert {i.reason for i in personal.items} == {pb.REASON_COLLABORATIVE}
+    top = personal.items[0].item_id
+    explained = server.stub.Explain(pb.ExplainRequest(user_id="u0", item_id=top), timeout=5)
+    assert explained.contributions and explained.sentiment_average == pytest.approx(-0.5)
+
+    assert main(["forget-user", "u0", "--redis-url", redis_url, "--key-prefix", key_prefix]) == 0
+    assert "recorded as forgotten" in capsys.readouterr().out
+    anonymous = server.recommend("u0", 5)
+    assert [i.item_id for i in anonymous.items] == server.ids("never-seen", 5)
+    assert {i.reason for i in anonymous.items} <= {pb.REASON_TRENDING, pb.REASON_POPULARITY}
+    gone = server.stub.Explain(pb.ExplainRequest(user_id="u0", item_id=top), timeout=5)
+    assert not gone.contributions and gone.score == 0
+    assert not gone.HasField("sentiment_average")
+    widget = pb.WidgetRequest(widget_id="home", recommend=pb.RecommendRequest(user_id="u0", k=5))
+    batch = server.stub.BatchRecommend(pb.BatchRecommendRequest(widgets=[widget]), timeout=5)
+    assert [i.item_id for i in batch.widgets[0].recommend.items] == server.ids("never-seen", 5)
+    assert "u0" in store.forgotten_users()
+
+
+def test_unsuppress_command_shows_the_item_again(
+    serve: Callable[..., Server], redis_client: Any, redis_url: str, key_prefix: str,
+    capsys: Any,
+) -> None:  # fmt: skip
+    from recsys_tools.cli import main
+
+    server = serve()
+    before = server.ids("u1", 3)
+    store_for(redis_client, key_prefix).suppress("u1", before[0], ttl_s=3600)
+    assert before[0] not in server.ids("u1", 3)
+    argv = ["unsuppress", "--user", "u1", "--item", before[0], "--redis-url", redis_url,
+            "--key-prefix", key_prefix]  # fmt: skip
+    assert main(argv) == 0
+    assert "again" in capsys.readouterr().out
+    assert server.ids("u1", 3) == before
+    assert main(argv) == 0
+    assert "no suppression" in capsys.readouterr().out
+
+
 def test_trending_for_users_without_history(
     serve: Callable[..., Server], redis_client: Any, key_prefix: str
 ) -> None:
@@ -356,6 +408,18 @@ BAD_REQUESTS: list[tuple[str, str, Any, grpc.StatusCode]] = [
         "batch too big",
         "BatchRecommend",
         pb.BatchRecommendRequest(widgets=[pb.WidgetRequest(widget_id=str(n)) for n in range(17)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "batch widget id of a megabyte",
+        "BatchRecommend",
+        pb.BatchRecommendRequest(
+            widgets=[
+                pb.WidgetRequest(
+                    widget_id="w" * 1_000_000, recommend=pb.RecommendRequest(user_id="u1", k=3)
+                )
+            ]
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
 ]

@@ -1,7 +1,7 @@
 """The pipeline on a real three-master Redis Cluster: Kafka → events service → cluster → gRPC.
 
 Scale-out of the state store rests on the key schema's hash tags: one user's keys share a
-slot (so the events service's per-slot scripts and the recommender's three-key read each go
+slot (so the events service's per-slot scripts and the recommender's four-key read each go
 to one node), while different users spread over every node. These tests start a real
 cluster (three redis-server processes, ``cluster-enabled yes``), run the real events service
 with ``REDIS_CLUSTER=true`` and the real recommender reading through a cluster client, and
@@ -241,6 +241,14 @@ def test_the_store_opened_with_cluster_reads_and_writes_as_the_memory_store(
             assert backend.apply_events(events, now=now).user_applied == len(events)
             backend.suppress(users[0], "i1", 60, now=now)
             backend.update_sentiment(users[1], -0.5, now, 3600, feedback_id="f1", now=now)
+            backend.suppress(users[2], "i2", 60, now=now)
+            assert backend.unsuppress(users[2], "i2", now=now) is True
+            backend.forget_user(users[3], now=now)  # keys in its slot, ids out of the {g} slot
+            backend.forget_user(users[4], now=now)
+        assert store.forgotten_users() == twin.forgotten_users() == {users[3]: now,
+                                                                      users[4]: now}  # fmt: skip
+        replay = [e for e in events if e.user_id in users[3:5]]
+        assert store.apply_events(replay, now=now) == twin.apply_events(replay, now=now)
         for user in users:
             assert store.get_user_state(user, now=now) == twin.get_user_state(user, now=now)
             before = store.round_trips  # type: ignore[attr-defined]

@@ -275,3 +275,28 @@ def test_offsets_are_committed_after_the_batch_is_handled(
     finally:
         probe.close(autocommit=False)
     assert committed == 12
+
+
+def test_praise_of_a_suppressed_item_lifts_its_suppression(
+    kafka: KafkaEndpoint, run_loop: Any, redis_client: Any, key_prefix: str
+) -> None:
+    """Regression: a suppression could only be waited out (30 days by default). Positive
+    feedback about the same item, later on the topic, shows it to the user again."""
+    settings, loop = run_loop
+    key = KeySchema(key_prefix).suppressed("erin")
+    complaints = [fb(f"p{n}", "erin", NEGATIVE_REVIEW, item=f"sku-{n + 4}") for n in (1, 2)]
+    produce(kafka, settings.consumer.topic, complaints)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and loop.scored < 2:
+        time.sleep(0.1)
+    assert set(redis_client.zrange(key, 0, -1)) == {b"sku-5", b"sku-6"}
+    produce(kafka, settings.consumer.topic, [fb("p3", "erin", POSITIVE_REVIEW, item="sku-5")])
+    while time.monotonic() < deadline and loop.scored < 3:
+        time.sleep(0.1)
+    out = read_all(kafka, settings.output_topic, 3)
+    scored = [decode(r.value, r.headers, feedback_pb2.ScoredFeedback) for r in out]
+    praise = next(s for s in scored if s.feedback.feedback_id == "p3")
+    assert praise.label == feedback_pb2.SENTIMENT_LABEL_POSITIVE
+    assert praise.probabilities["positive"] >= settings.suppress_min_probability
+    assert set(redis_client.zrange(key, 0, -1)) == {b"sku-6"}
+    assert loop.unsuppressed == 1

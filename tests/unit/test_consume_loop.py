@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from kafka import TopicPartition
 
 from recsys.consume import ConsumeLoop, Dependencies, LoopMetrics
-from recsys.errors import UnavailableError
+from recsys.errors import PermissionDeniedError, UnavailableError
 from recsys.health import HealthState
 from recsys.kafka_codec import REASON_HEADER, RawRecord, Rejection
 from recsys.settings import ConsumerSettings
@@ -232,3 +233,19 @@ def test_stopping_during_the_back_off_abandons_the_batch_uncommitted() -> None:
     assert handler.written == []
     assert consumer.committed == []  # replayed by the next owner
     assert not health.serving
+
+
+def test_a_permission_denied_dependency_stops_the_loop_instead_of_retrying_forever() -> None:
+    """A refused ACL fails the same way on every try: the loop re-raises it at once
+    (the service exits naming the user and command) and commits nothing."""
+    loop, handler, consumer, _, health = make([[rec(0, b"a")]])
+
+    def denied(values: list[bytes]) -> int:
+        raise PermissionDeniedError("Redis refused ACL user 'recsys-events': NOPERM zadd")
+
+    handler._write = denied  # type: ignore[method-assign]
+    with pytest.raises(PermissionDeniedError, match="recsys-events"):
+        loop.step(threading.Event())
+    assert consumer.committed == []
+    assert not health.serving
+    assert loop.metrics.dependency_errors.counts.get(("sink",)) == 1

@@ -322,3 +322,33 @@ def test_events_replicas_beyond_click_partitions_fail() -> None:
 def test_committed_secret_values_fail() -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "b"}}
     assert any("secret values" in e for e in rules.check_project([secret]))
+
+
+def _settings_literals() -> dict[str, str]:
+    """The ``recsys-settings`` ConfigMap literals of the base kustomization."""
+    text = (REPO / "deploy" / "k8s" / "base" / "kustomization.yaml").read_text()
+    return dict(re.findall(r"^\s+- ([A-Z_]+)=(\S*)$", text, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_images_and_manifests_set_the_ports_the_probes_use(service: str) -> None:
+    """The services' own defaults differ (so that all three share one host), so an image
+    or a pod relying on them would listen elsewhere than its probes and Service look:
+    the images and the settings ConfigMap set GRPC_PORT and METRICS_PORT explicitly."""
+    settings = _settings_literals()
+    grpc_port, metrics_port = settings["GRPC_PORT"], settings["METRICS_PORT"]
+    env: dict[str, str] = {}
+    exposed: list[str] = []
+    for op, rest in stages(DOCKER_DIR / f"{service}.Dockerfile")[-1]:
+        if op == "ENV":
+            env.update(token.partition("=")[::2] for token in rest.split() if "=" in token)
+        elif op == "EXPOSE":
+            exposed += rest.split()
+    assert (env.get("GRPC_PORT"), env.get("METRICS_PORT")) == (grpc_port, metrics_port)
+    assert sorted(exposed) == sorted([grpc_port, metrics_port])
+    manifest = (REPO / "deploy" / "k8s" / "base" / f"{service}.yaml").read_text()
+    named = re.findall(r"- name: (grpc|metrics)\n\s+containerPort: (\d+)", manifest)
+    assert named and all(port == settings[f"{name.upper()}_PORT"] for name, port in named)
+    probes = re.findall(r"grpc:\n\s+port: (\d+)", manifest)
+    assert probes and set(probes) == {grpc_port}
+    assert re.search(r"envFrom:\s+- configMapRef:\s+name: recsys-settings\n", manifest)

@@ -102,6 +102,29 @@ def test_plan_batch_splits_good_and_bad_and_commits_past_both() -> None:
     assert plan.offsets == {("t", 0): 8, ("t", 1): 5}
 
 
+def test_click_keyed_by_another_id_or_by_none_is_dead_lettered_as_key_mismatch() -> None:
+    """Regression: a click whose record key was not its user id was applied, though per-user
+    order relies on the key (one user, one partition). Such records, keyless ones included
+    (the producer's partitioner then picks any partition), are dead-lettered; a record with
+    a defect in its contents is still dead-lettered for that defect."""
+    good = rec(click(user_id="u7"))
+    assert good.key == b"u7"
+    wrong = rec(click(user_id="u7"), offset=1)
+    wrong.key = b"u8"
+    keyless = rec(click(user_id="u7"), offset=2, json=True)
+    keyless.key = None
+    unicode = rec(click(user_id="użytkownik"), offset=3)
+    also_bad = rec(click(user_id="u7", item_id=""), offset=4)
+    also_bad.key = b"u8"
+    plan = core.plan_batch([good, wrong, keyless, unicode, also_bad], NOW, CFG)
+    assert [e.user_id for e in plan.events] == ["u7", "użytkownik"]
+    codes = [(r.offset, why.code) for r, why in plan.rejected]
+    assert codes == [(1, core.KEY_MISMATCH), (2, core.KEY_MISMATCH), (4, core.MISSING_ID)]
+    assert "b'u8'" in plan.rejected[0][1].detail and "'u7'" in plan.rejected[0][1].detail
+    assert "no key" in plan.rejected[1][1].detail
+    assert core.KEY_MISMATCH in core.REASON_CODES
+
+
 def test_unknown_content_type_is_a_decode_rejection() -> None:
     record = Rec("t", 0, 0, b"u", b"{}", [("content-type", b"text/csv")])
     result = core.parse_record(record, NOW, CFG)
@@ -172,7 +195,8 @@ def click_records(draw: st.DrawFn) -> Rec:
     stamp: float | None = NOW - 10
     nanos = 0
     headers = "standard"
-    for change in draw(st.lists(st.integers(0, 7), max_size=3)):
+    keys: list[bytes | None] = []  # empty: the record key is the event's user id
+    for change in draw(st.lists(st.integers(0, 8), max_size=3)):
         if change <= 2:
             setattr(ev, ("event_id", "user_id", "item_id")[change], draw(_IDS))
         elif change == 3:
@@ -183,14 +207,18 @@ def click_records(draw: st.DrawFn) -> Rec:
             stamp = draw(_STAMPS)
         elif change == 6:
             nanos = draw(st.sampled_from([1, 999_999_999]))
-        else:
+        elif change == 7:
             headers = draw(st.sampled_from(["none", "json", "upper", "extra", "garbage"]))
+        else:
+            keys.append(draw(st.sampled_from([None, b"", b"u2", b"U1", b"u1 ", "é".encode()])))
     ev.ClearField("event_time")
     if stamp is not None:
         ev.event_time.FromNanoseconds(int(stamp * 1e9))
     if nanos:
         ev.event_time.nanos = nanos
     record = rec(ev, json=headers == "json")
+    if keys:
+        record.key = keys[-1]
     if headers == "none":
         record.headers = None
     elif headers == "upper":

@@ -23,7 +23,7 @@ from services.recommender.model import (
     Model,
     recency_weighted,
 )
-from services.recommender.training import TrainConfig, build_matrix, train
+from services.recommender.training import TrainConfig, build_matrix, drop_users, train
 from services.recommender.weights import Weighting, WeightingConfig
 
 A = [f"a{i}" for i in range(10)]
@@ -232,3 +232,16 @@ def test_prior_is_off_by_default_and_blends_when_given(model: Model) -> None:
     assert empty.source == SOURCE_POPULAR
     with pytest.raises(InvalidArgumentError):
         model.recommend(None, None, k=2, prior=np.ones(3))
+
+
+def test_drop_users_leaves_the_forgotten_users_out_of_the_matrix_and_the_model() -> None:
+    """Regression: `recsys train` from a data set put users who asked to be forgotten back
+    into the model. Their rows go; every item keeps its column (the catalogue is not theirs)."""
+    data = build_matrix(["u1", "u2", "u3", "u2"], ["a", "b", "c", "a"], [1.0, 2.0, 3.0, 4.0],
+                        item_ids=["a", "b", "c"])  # fmt: skip
+    kept = drop_users(data, {"u2", "not-in-data"})
+    assert kept.user_ids == ["u1", "u3"] and kept.item_ids == ["a", "b", "c"]
+    assert kept.matrix.toarray().tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]
+    assert drop_users(data, set()) is data and drop_users(data, {"x"}) is data
+    model = train(kept, TrainConfig(factors=2, iterations=2, num_threads=1))
+    assert model.user_row("u2") is None and model.user_row("u1") is not None

@@ -28,6 +28,7 @@ from services.recommender.service import (
     Limits,
     RecommenderService,
     RecommendQuery,
+    RecommendResult,
     SimilarQuery,
     StateReader,
     Widget,
@@ -454,3 +455,90 @@ def test_history_mode_none_without_live_state_uses_the_trained_vector() -> None:
     max_service, _ = make_service(history_mode="max")
     assert rec(none_service, "ua", 2).source == "model"
     assert rec(max_service, "ua", 2).source == "foldin"
+
+
+# ------------------------------------------------------------------------ forgotten users
+class FlakyStore(InMemoryFeatureStore):
+    """The in-memory store, with reads that fail as an unreachable Redis while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def get_user_state(self, user_id: str, now: float | None = None) -> UserState:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return super().get_user_state(user_id, now)
+
+
+def test_forgotten_user_gets_only_anonymous_answers_at_once() -> None:
+    """Regression: after `forget-user` a user in the training data still got a personalised
+    list from the trained vector and Explain still listed their history; now every answer
+    is the one a never-seen visitor gets, from the next request on, without retraining."""
+    service, store = make_service()
+    click(store, "ua", "a1")
+    store.suppress("ua", "a3", ttl_s=3600)
+    store.update_sentiment("ua", -0.8, time.time(), 3600.0)
+    assert rec(service, "ua", 3).source == "foldin"
+    assert service.explain("ua", "a2").contributions
+    store.forget_user("ua")
+    forgotten = rec(service, "ua", 3)
+    stranger = rec(service, "never-seen", 3)
+    assert forgotten.items == stranger.items and forgotten.source == stranger.source
+    assert {i.reason for i in forgotten.items} <= {REASON_TRENDING, REASON_POPULARITY}
+    explained = service.explain("ua", "a2")
+    assert (explained.score, explained.contributions, explained.sentiment) == (0.0, [], None)
+    # exclusions the caller asks for still apply; late events of the user do not count
+    click(store, "ua", "b1")
+    assert "a3" not in [i.item_id for i in rec(service, "ua", 3, exclude=["a3"]).items]
+    assert rec(service, "ua", 3).items == rec(service, "never-seen", 3).items
+    (widget,) = service.batch([Widget("home", RecommendQuery("ua", 3))])
+    assert isinstance(widget.result, RecommendResult)
+    assert widget.result.items == rec(service, "never-seen", 3).items
+
+
+def test_forgotten_user_stays_anonymous_while_the_store_is_down() -> None:
+    """Regression: a store outage must not bring a forgotten user's trained vector back; a
+    user this process never saw forgotten gets the model's answer, as before."""
+    store = FlakyStore()
+    service, _ = make_service(store, retry_s=0.0)
+    store.forget_user("ua")
+    assert rec(service, "ua", 2).source == "popular"
+    store.down = True
+    during = rec(service, "ua", 2)
+    assert during.degraded and during.source == "popular"
+    assert service.explain("ua", "a2").contributions == []
+    assert rec(service, "ub", 2).source == "foldin"  # not known to be forgotten: history
+
+
+def test_explain_reports_the_users_sentiment_average_and_recommend_never_reads_it() -> None:
+    """Regression: the per-user sentiment average was written and never read. Explain
+    reports it; Recommend, on the hot path, still makes one store read per request."""
+    service, store = make_service()
+    store.update_sentiment("ua", -0.5, time.time(), 3600.0)
+    assert service.explain("ua", "a2").sentiment == pytest.approx(-0.5)
+    assert service.explain("ub", "b2").sentiment is None
+    before = store.round_trips
+    rec(service, "ua", 2)
+    assert store.round_trips - before == 1
+
+
+def test_explain_sentiment_is_left_out_and_degraded_when_the_store_is_down() -> None:
+    store = FlakyStore()
+    service, _ = make_service(store, retry_s=60.0)
+    store.update_sentiment("ua", 0.5, time.time(), 3600.0)
+    store.down = True
+    result = service.explain("ua", "a2")
+    assert result.degraded and result.sentiment is None and result.contributions
+
+
+def test_batch_rejects_an_over_long_widget_id_instead_of_echoing_it() -> None:
+    """Regression: BatchRecommend echoed a widget_id of any length (1 MB in, 1 MB out per
+    widget answer); it is held to MAX_ID_LENGTH like every other id."""
+    service, _ = make_service()
+    ok = service.batch([Widget("w" * 128, RecommendQuery("ua", 1))])
+    assert ok[0].result is not None
+    with pytest.raises(InvalidArgumentError, match=r"widgets\[1\]\.widget_id is 129 char"):
+        service.batch([Widget("home", RecommendQuery("ua", 1)),
+                       Widget("w" * 129, RecommendQuery("ua", 1))])  # fmt: skip
+    assert service.batch([Widget("", SimilarQuery("a0", 1))])[0].result is not None

@@ -12,8 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from tiny_recommender import tiny_model
 
+from recsys.grpc_requests import MalformedRequest
 from recsys.recommender.v1 import recommender_pb2 as pb
 from recsys.store.memory import InMemoryFeatureStore
 from services.recommender.server import RecommenderServicer
@@ -77,3 +79,21 @@ def test_not_ready_is_unavailable() -> None:
     with pytest.raises(AbortedError):
         run(RecommenderServicer().Recommend(pb.RecommendRequest(user_id="ua", k=2), ctx))  # type: ignore[arg-type]
     assert ctx.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_body_that_does_not_parse_is_invalid_argument_and_counted() -> None:
+    """Regression: grpc answered UNKNOWN before the servicer ran, and nothing counted it."""
+    labels = {"method": "Explain", "code": "INVALID_ARGUMENT"}
+    before = REGISTRY.get_sample_value("recsys_recommender_requests_total", labels)
+    ctx = Context(remaining=5.0)
+    request = MalformedRequest("recsys.recommender.v1.ExplainRequest", "String field had bad UTF-8")
+    with pytest.raises(AbortedError):
+        run(servicer().Explain(request, ctx))  # type: ignore[arg-type]
+    assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert ctx.details == (
+        "request body is not a valid recsys.recommender.v1.ExplainRequest: "
+        "String field had bad UTF-8"
+    )
+    after = REGISTRY.get_sample_value("recsys_recommender_requests_total", labels)
+    assert before is not None  # the series exists from import, before any call
+    assert after == before + 1

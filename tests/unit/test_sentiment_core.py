@@ -26,6 +26,7 @@ from services.sentiment.core import (
     plan_feedback,
     sentiment_score,
     should_suppress,
+    should_unsuppress,
     validate_text,
 )
 
@@ -257,6 +258,41 @@ def test_only_negative_feedback_naming_an_item_suppresses_it() -> None:
     assert not should_suppress(feedback(item_id=" "), neg, 0.5)
     assert not should_suppress(feedback(item_id="sku-1"), pred(POSITIVE, (0.1, 0.1, 0.8)), 0.5)
     assert not should_suppress(feedback(item_id="sku-1"), neg, 0.9)  # not sure enough
+
+
+def test_only_positive_feedback_naming_an_item_lifts_its_suppression() -> None:
+    pos = pred(POSITIVE, (0.1, 0.1, 0.8))
+    assert should_unsuppress(feedback(item_id="sku-1"), pos, 0.5)
+    assert not should_unsuppress(feedback(), pos, 0.5)  # no item named
+    assert not should_unsuppress(feedback(item_id=" "), pos, 0.5)
+    assert not should_unsuppress(feedback(item_id="sku-1"), pred(NEUTRAL, (0.2, 0.6, 0.2)), 0.5)
+    assert not should_unsuppress(feedback(item_id="sku-1"), pred(NEGATIVE, (0.8, 0.1, 0.1)), 0.5)
+    assert not should_unsuppress(feedback(item_id="sku-1"), pos, 0.9)  # not sure enough
+
+
+def test_praise_after_a_complaint_lifts_the_suppression_in_record_order() -> None:
+    """Regression: a suppression could only be waited out (30 days). Positive feedback about
+    the item lifts it; the handler applies a batch in record order, so a complaint followed
+    by praise ends lifted and praise followed by a complaint ends suppressed."""
+    from recsys.store.memory import InMemoryFeatureStore
+    from services.sentiment.consumer import SentimentHandler
+
+    store = InMemoryFeatureStore()
+    handler = SentimentHandler(SentimentSettings(), None, store, FixedPredictor(), lambda: 1e9)
+    neg, pos = pred(NEGATIVE, (0.8, 0.1, 0.1)), pred(POSITIVE, (0.1, 0.1, 0.8))
+
+    def item(fid: str, user: str) -> core.FeedbackItem:
+        return core.FeedbackItem(Record(None), feedback(feedback_id=fid, user_id=user,
+                                                        item_id="sku-1"), "en")  # fmt: skip
+
+    batch = [item("f1", "u1"), item("f2", "u1"), item("f3", "u2"), item("f4", "u2")]
+    handler._write_features(batch, [neg, pos, pos, neg], now=1e9)
+    assert store.get_serving_state("u1", now=1e9).suppressed == set()
+    assert store.get_serving_state("u2", now=1e9).suppressed == {"sku-1"}
+    assert (handler.suppressed, handler.unsuppressed) == (2, 1)
+    handler._write_features(batch, [neg, pos, pos, neg], now=1e9)  # a replay: same end state
+    assert store.get_serving_state("u1", now=1e9).suppressed == set()
+    assert store.get_serving_state("u2", now=1e9).suppressed == {"sku-1"}
 
 
 def test_feedback_time_falls_back_to_now_when_absent_or_in_the_future() -> None:

@@ -105,3 +105,72 @@ def test_every_service_reads_the_same_redis_settings() -> None:
         assert (cluster.key_prefix, cluster.redis_cluster) == ("p1", True)
         with pytest.raises(ConfigError, match="REDIS_CLUSTER"):
             load({"REDIS_CLUSTER": "maybe"})
+
+
+# --- Kafka security (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*) ------------------------------
+def test_kafka_security_default_is_plaintext_and_adds_no_client_arguments() -> None:
+    """No variables: the clients are configured exactly as before security settings existed."""
+    from recsys.kafka_io import security_config
+    from recsys.settings import KafkaSecurity, load_consumer_settings, load_kafka_security
+
+    assert load_kafka_security({}) == KafkaSecurity()
+    assert security_config(load_kafka_security({})) == {}
+    assert (
+        load_consumer_settings(
+            {}, "X", topic="t", dlq_topic="d", group_id="g", max_poll_records=1, topic_partitions=1
+        ).security
+        == KafkaSecurity()
+    )
+
+
+def test_kafka_security_sasl_becomes_kafka_python_arguments_and_hides_the_password() -> None:
+    from recsys.kafka_io import security_config
+    from recsys.settings import load_kafka_security
+
+    env = {
+        "KAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+        "KAFKA_SASL_USERNAME": "recsys-events",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+    }
+    security = load_kafka_security(env)
+    assert security_config(security) == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "recsys-events",
+        "sasl_plain_password": "s3cret",
+    }
+    assert "s3cret" not in repr(security)
+    tls = load_kafka_security(
+        {**env, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SSL_CAFILE": "/etc/ca.pem"}
+    )
+    assert security_config(tls)["ssl_cafile"] == "/etc/ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL"}, "KAFKA_SECURITY_PROTOCOL"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "KAFKA_SASL_USERNAME"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "u"},
+            "KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {
+                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_USERNAME": "u",
+                "KAFKA_SASL_PASSWORD": "p",
+                "KAFKA_SASL_MECHANISM": "PLAIN",
+            },
+            "KAFKA_SASL_MECHANISM",
+        ),
+        ({"KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_USERNAME"),
+    ],
+)
+def test_kafka_security_invalid_settings_fail_naming_the_variable(
+    env: dict[str, str], variable: str
+) -> None:
+    from recsys.settings import load_kafka_security
+
+    with pytest.raises(ConfigError, match=variable):
+        load_kafka_security(env)

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from recsys.errors import ConfigError, UnavailableError
-from recsys.store import FeatureEvent, FeatureStore, KeySchema, StoreConfig, StoreUnavailableError
+from recsys.store import (
+    FeatureEvent,
+    FeatureStore,
+    KeySchema,
+    StoreConfig,
+    StoreUnavailableError,
+    UserState,
+)
 from recsys.store.decay import decay_rate
 from recsys.store.memory import InMemoryFeatureStore
 
@@ -146,11 +153,53 @@ def test_forget_user_removes_every_key_of_that_user_only(store: FeatureStore) ->
     store.update_sentiment("a", 0.5, T0, 3600)
     assert store.forget_user("a") >= 4
     state = store.get_user_state("a", now=T0)
-    assert state == ([], set(), {}, set())
+    assert state == UserState([], set(), {}, set(), forgotten=True)
     assert store.get_sentiment("a") is None
     assert store.get_user_state("b", now=T0).seen == {"i1"}
+    assert not store.get_user_state("b", now=T0).forgotten
     # forgotten events are not re-applied from the user's dedup memory either: it is gone too
     assert store.apply_events([ev(1, user="a")], now=T0).user_applied == 1
+
+
+def test_forget_user_records_the_user_as_forgotten_for_serving_and_training(
+    store: FeatureStore,
+) -> None:
+    """Regression: forgetting deleted the keys only, so nothing told the recommender (which
+    still had the user's trained vector) or the next training (whose data set still had the
+    user) to leave the user out. The record outlives the keys and later events."""
+    store.apply_events([ev(1, user="a"), ev(2, user="b")], now=T0)
+    assert store.forgotten_users() == {}
+    store.forget_user("a", now=T0 + 5)
+    assert store.forgotten_users() == {"a": T0 + 5}
+    before = store.round_trips  # type: ignore[attr-defined]
+    serving = store.get_serving_state("a", now=T0)
+    assert store.round_trips - before == 1  # type: ignore[attr-defined]
+    assert serving == UserState([], set(), {}, set(), forgotten=True)
+    assert not store.get_serving_state("b", now=T0).forgotten
+    # a late event of the user (still in Kafka) is stored, and the user stays forgotten
+    store.apply_events([ev(3, user="a")], now=T0 + 6)
+    late = store.get_serving_state("a", now=T0 + 6)
+    assert late.forgotten and late.weights == {"i1": 2.0}
+    # a second request moves the time; the record is still one per user
+    store.forget_user("a", now=T0 + 9)
+    store.forget_user("user ☃ {x}", now=T0 + 9)
+    assert store.forgotten_users() == {"a": T0 + 9, "user ☃ {x}": T0 + 9}
+    assert store.get_serving_state("a", now=T0 + 9).weights == {}
+
+
+def test_forget_user_takes_the_users_event_ids_out_of_the_global_dedup_memory(
+    store: FeatureStore,
+) -> None:
+    """Regression: a forgotten user's event ids (which may embed the user id) stayed in the
+    global dedup ZSET for the whole window; now only other users' ids remain there."""
+    mine = [ev(n, user="a", item=f"i{n}") for n in range(3)]
+    theirs = [ev(n, user="b") for n in range(10, 13)]
+    store.apply_events([*mine, *theirs], now=T0)
+    store.forget_user("a", now=T0)
+    # the global part no longer knows a's ids (a replay would count them again) ...
+    assert store.apply_events(mine, now=T0).global_applied == len(mine)
+    # ... and still knows b's
+    assert store.apply_events(theirs, now=T0).global_applied == 0
 
 
 def test_suppression_expires(store: FeatureStore) -> None:
@@ -162,6 +211,24 @@ def test_suppression_expires(store: FeatureStore) -> None:
     assert store.get_user_state("u1", now=T0 + 100).suppressed == {"worse"}
     with pytest.raises(ValueError):
         store.suppress("u1", "x", 0, now=T0)
+
+
+def test_unsuppress_lifts_a_suppression_in_force_and_only_that_one(store: FeatureStore) -> None:
+    """Regression: a suppression could only be waited out; positive feedback and support
+    staff now lift it, and lifting it again (a replayed record) changes nothing."""
+    store.suppress("u1", "bad", 600, now=T0)
+    store.suppress("u1", "worse", 600, now=T0)
+    store.suppress("u1", "old", 10, now=T0)
+    store.suppress("u2", "bad", 600, now=T0)
+    assert store.unsuppress("u1", "bad", now=T0 + 1) is True
+    assert store.get_serving_state("u1", now=T0 + 1).suppressed == {"worse", "old"}
+    assert store.get_serving_state("u2", now=T0 + 1).suppressed == {"bad"}
+    assert store.unsuppress("u1", "bad", now=T0 + 1) is False  # lifted already
+    assert store.unsuppress("u1", "old", now=T0 + 20) is False  # had run out
+    assert store.unsuppress("nobody", "bad", now=T0) is False
+    assert store.get_serving_state("u1", now=T0 + 20).suppressed == {"worse"}
+    store.suppress("u1", "bad", 600, now=T0 + 30)  # a new complaint hides it again
+    assert store.get_serving_state("u1", now=T0 + 30).suppressed == {"worse", "bad"}
 
 
 def test_sentiment_is_a_time_decayed_average(store: FeatureStore) -> None:
@@ -355,6 +422,9 @@ def test_serving_state_is_the_user_state_without_recent_in_one_round_trip(
     store.apply_events(events, now=T0)
     store.suppress("u1", "b", 60, now=T0)
     store.suppress("u1", "gone", 1, now=T0 - 10)  # expired: not returned
+    store.forget_user(users[2], now=T0)
+    store.apply_events([FeatureEvent("late", users[2], "x", "click", 1.0, T0)], now=T0)
+    assert store.get_serving_state(users[2], now=T0).forgotten
     for user in users:
         full = store.get_user_state(user, now=T0)
         before = store.round_trips  # type: ignore[attr-defined]
@@ -434,7 +504,9 @@ def test_every_redis_call_raises_store_unavailable_when_redis_is_down(
         "trending": lambda: store.trending(5, now=T0),
         "counters": store.counters,
         "forget_user": lambda: store.forget_user("u1"),
+        "forgotten_users": store.forgotten_users,
         "suppress": lambda: store.suppress("u1", "x", 60, now=T0),
+        "unsuppress": lambda: store.unsuppress("u1", "x", now=T0),
         "update_sentiment": lambda: store.update_sentiment("u1", 0.5, T0, 3600),
         "get_sentiment": lambda: store.get_sentiment("u1"),
     }
@@ -518,18 +590,24 @@ def test_scan_patterns_match_their_own_prefix_and_kind_only(redis_client: Any) -
             redis_client.hset(schema.weights("u:1"), "a", 1)
             redis_client.sadd(schema.seen("u:1"), "a")
             redis_client.hset(schema.counters(), "click", 1)
+            redis_client.set(schema.forgotten("u:1"), T0)
 
         def scan(pattern: str) -> set[str]:
             return {k.decode() for k in redis_client.scan_iter(match=pattern, count=1000)}
 
+        mine = {odd.weights("u:1"), odd.seen("u:1"), odd.forgotten("u:1")}
         assert scan(odd.weights_pattern()) == {odd.weights("u:1")}
-        assert scan(odd.user_pattern()) == {odd.weights("u:1"), odd.seen("u:1")}
+        assert scan(odd.forgotten_pattern()) == {odd.forgotten("u:1")}
+        assert scan(odd.user_pattern()) == mine
         assert scan(odd.global_pattern()) == {odd.counters()}
-        assert scan(odd.prefix_pattern()) == {odd.weights("u:1"), odd.seen("u:1"),
-                                              odd.counters()}  # fmt: skip
+        assert scan(odd.prefix_pattern()) == {*mine, odd.counters()}
         assert odd.user_of_weights_key(odd.weights("u:1")) == "u:1"
         assert odd.user_of_weights_key(odd.seen("u:1")) is None
         assert odd.user_of_weights_key(other.weights("u:1")) is None
+        assert odd.user_of_forgotten_key(odd.forgotten("u:1")) == "u:1"
+        assert odd.user_of_forgotten_key(odd.weights("u:1")) is None
+        assert odd.user_of_forgotten_key(other.forgotten("u:1")) is None
     finally:
         for schema in (odd, other):
-            redis_client.delete(schema.weights("u:1"), schema.seen("u:1"), schema.counters())
+            redis_client.delete(schema.weights("u:1"), schema.seen("u:1"), schema.counters(),
+                                schema.forgotten("u:1"))  # fmt: skip

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'recsys/recommender/v1/recommender.proto\x12\x15recsys.recommender.v1\"M\n\x07\x46ilters\x12\x18\n\x10\x65xclude_item_ids\x18\x01 \x03(\t\x12\x14\n\x0cinclude_seen\x18\x02 \x01(\x08\x12\x12\n\ncategories\x18\x03 \x03(\t\"[\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x1d.recsys.recommender.v1.Reason\"_\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12/\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x1e.recsys.recommender.v1.Filters\"\x7f\n\x11RecommendResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.recsys.recommender.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\"b\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12/\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x1e.recsys.recommender.v1.Filters\"p\n\x14SimilarItemsResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.recsys.recommender.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"=\n\x0e\x45xplainRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\"/\n\x0c\x43ontribution\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\x95\x01\n\x0f\x45xplainResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12:\n\rcontributions\x18\x04 \x03(\x0b\x32#.recsys.recommender.v1.Contribution\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"\xb0\x01\n\rWidgetRequest\x12\x11\n\twidget_id\x18\x01 \x01(\t\x12<\n\trecommend\x18\x02 \x01(\x0b\x32\'.recsys.recommender.v1.RecommendRequestH\x00\x12\x43\n\rsimilar_items\x18\x03 \x01(\x0b\x32*.recsys.recommender.v1.SimilarItemsRequestH\x00\x42\t\n\x07request\"\xdf\x01\n\x0eWidgetResponse\x12\x11\n\twidget_id\x18\x01 \x01(\t\x12=\n\trecommend\x18\x02 \x01(\x0b\x32(.recsys.recommender.v1.RecommendResponseH\x00\x12\x44\n\rsimilar_items\x18\x03 \x01(\x0b\x32+.recsys.recommender.v1.SimilarItemsResponseH\x00\x12\x12\n\nerror_code\x18\x04 \x01(\x05\x12\x15\n\rerror_message\x18\x05 \x01(\tB\n\n\x08response\"N\n\x15\x42\x61tchRecommendRequest\x12\x35\n\x07widgets\x18\x01 \x03(\x0b\x32$.recsys.recommender.v1.WidgetRequest\"P\n\x16\x42\x61tchRecommendResponse\x12\x36\n\x07widgets\x18\x01 \x03(\x0b\x32%.recsys.recommender.v1.WidgetResponse*z\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_COLLABORATIVE\x10\x01\x12\x13\n\x0fREASON_TRENDING\x10\x02\x12\x12\n\x0eREASON_CONTENT\x10\x03\x12\x15\n\x11REASON_POPULARITY\x10\x04\x32\xa6\x03\n\x12RecommenderService\x12^\n\tRecommend\x12\'.recsys.recommender.v1.RecommendRequest\x1a(.recsys.recommender.v1.RecommendResponse\x12g\n\x0cSimilarItems\x12*.recsys.recommender.v1.SimilarItemsRequest\x1a+.recsys.recommender.v1.SimilarItemsResponse\x12X\n\x07\x45xplain\x12%.recsys.recommender.v1.ExplainRequest\x1a&.recsys.recommender.v1.ExplainResponse\x12m\n\x0e\x42\x61tchRecommend\x12,.recsys.recommender.v1.BatchRecommendRequest\x1a-.recsys.recommender.v1.BatchRecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'recsys/recommender/v1/recommender.proto\x12\x15recsys.recommender.v1\"M\n\x07\x46ilters\x12\x18\n\x10\x65xclude_item_ids\x18\x01 \x03(\t\x12\x14\n\x0cinclude_seen\x18\x02 \x01(\x08\x12\x12\n\ncategories\x18\x03 \x03(\t\"[\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x1d.recsys.recommender.v1.Reason\"_\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12/\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x1e.recsys.recommender.v1.Filters\"\x7f\n\x11RecommendResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.recsys.recommender.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\"b\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12/\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x1e.recsys.recommender.v1.Filters\"p\n\x14SimilarItemsResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.recsys.recommender.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"=\n\x0e\x45xplainRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\"/\n\x0c\x43ontribution\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\xcb\x01\n\x0f\x45xplainResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12:\n\rcontributions\x18\x04 \x03(\x0b\x32#.recsys.recommender.v1.Contribution\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x1e\n\x11sentiment_average\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x14\n\x12_sentiment_average\"\xb0\x01\n\rWidgetRequest\x12\x11\n\twidget_id\x18\x01 \x01(\t\x12<\n\trecommend\x18\x02 \x01(\x0b\x32\'.recsys.recommender.v1.RecommendRequestH\x00\x12\x43\n\rsimilar_items\x18\x03 \x01(\x0b\x32*.recsys.recommender.v1.SimilarItemsRequestH\x00\x42\t\n\x07request\"\xdf\x01\n\x0eWidgetResponse\x12\x11\n\twidget_id\x18\x01 \x01(\t\x12=\n\trecommend\x18\x02 \x01(\x0b\x32(.recsys.recommender.v1.RecommendResponseH\x00\x12\x44\n\rsimilar_items\x18\x03 \x01(\x0b\x32+.recsys.recommender.v1.SimilarItemsResponseH\x00\x12\x12\n\nerror_code\x18\x04 \x01(\x05\x12\x15\n\rerror_message\x18\x05 \x01(\tB\n\n\x08response\"N\n\x15\x42\x61tchRecommendRequest\x12\x35\n\x07widgets\x18\x01 \x03(\x0b\x32$.recsys.recommender.v1.WidgetRequest\"P\n\x16\x42\x61tchRecommendResponse\x12\x36\n\x07widgets\x18\x01 \x03(\x0b\x32%.recsys.recommender.v1.WidgetResponse*z\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_COLLABORATIVE\x10\x01\x12\x13\n\x0fREASON_TRENDING\x10\x02\x12\x12\n\x0eREASON_CONTENT\x10\x03\x12\x15\n\x11REASON_POPULARITY\x10\x04\x32\xa6\x03\n\x12RecommenderService\x12^\n\tRecommend\x12\'.recsys.recommender.v1.RecommendRequest\x1a(.recsys.recommender.v1.RecommendResponse\x12g\n\x0cSimilarItems\x12*.recsys.recommender.v1.SimilarItemsRequest\x1a+.recsys.recommender.v1.SimilarItemsResponse\x12X\n\x07\x45xplain\x12%.recsys.recommender.v1.ExplainRequest\x1a&.recsys.recommender.v1.ExplainResponse\x12m\n\x0e\x42\x61tchRecommend\x12,.recsys.recommender.v1.BatchRecommendRequest\x1a-.recsys.recommender.v1.BatchRecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.recommender.v1.recommender_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REASON']._serialized_start=1509
-  _globals['_REASON']._serialized_end=1631
+  _globals['_REASON']._serialized_start=1563
+  _globals['_REASON']._serialized_end=1685
   _globals['_FILTERS']._serialized_start=66
   _globals['_FILTERS']._serialized_end=143
   _globals['_SCOREDITEM']._serialized_start=145
@@ -50,15 +50,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTRIBUTION']._serialized_start=741
   _globals['_CONTRIBUTION']._serialized_end=788
   _globals['_EXPLAINRESPONSE']._serialized_start=791
-  _globals['_EXPLAINRESPONSE']._serialized_end=940
-  _globals['_WIDGETREQUEST']._serialized_start=943
-  _globals['_WIDGETREQUEST']._serialized_end=1119
-  _globals['_WIDGETRESPONSE']._serialized_start=1122
-  _globals['_WIDGETRESPONSE']._serialized_end=1345
-  _globals['_BATCHRECOMMENDREQUEST']._serialized_start=1347
-  _globals['_BATCHRECOMMENDREQUEST']._serialized_end=1425
-  _globals['_BATCHRECOMMENDRESPONSE']._serialized_start=1427
-  _globals['_BATCHRECOMMENDRESPONSE']._serialized_end=1507
-  _globals['_RECOMMENDERSERVICE']._serialized_start=1634
-  _globals['_RECOMMENDERSERVICE']._serialized_end=2056
+  _globals['_EXPLAINRESPONSE']._serialized_end=994
+  _globals['_WIDGETREQUEST']._serialized_start=997
+  _globals['_WIDGETREQUEST']._serialized_end=1173
+  _globals['_WIDGETRESPONSE']._serialized_start=1176
+  _globals['_WIDGETRESPONSE']._serialized_end=1399
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_start=1401
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_end=1479
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_start=1481
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_end=1561
+  _globals['_RECOMMENDERSERVICE']._serialized_start=1688
+  _globals['_RECOMMENDERSERVICE']._serialized_end=2110
 # @@protoc_insertion_point(module_scope)

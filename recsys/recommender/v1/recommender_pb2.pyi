@@ -270,10 +270,17 @@ class ExplainResponse(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SENTIMENT_AVERAGE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     item_id: _builtins.str
     score: _builtins.float
     model_version: _builtins.str
+    sentiment_average: _builtins.float
+    """The user's time-decayed average feedback sentiment in [-1, 1] (the sentiment
+    service's P(positive) - P(negative) per CRM feedback), for the merchandiser reading
+    the explanation; it does not change any ranking. Unset when the user has no scored
+    feedback, Redis was unreachable, or the user was forgotten.
+    """
     @_builtins.property
     def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contribution]: ...
     def __init__(
@@ -284,12 +291,15 @@ class ExplainResponse(_message.Message):
         score: _builtins.float = ...,
         contributions: _abc.Iterable[Global___Contribution] | None = ...,
         model_version: _builtins.str = ...,
+        sentiment_average: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sentiment_average", b"_sentiment_average", "sentiment_average", b"sentiment_average"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions", "item_id", b"item_id", "model_version", b"model_version", "score", b"score", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sentiment_average", b"_sentiment_average", "contributions", b"contributions", "item_id", b"item_id", "model_version", b"model_version", "score", b"score", "sentiment_average", b"sentiment_average", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sentiment_average: _TypeAlias = _typing.Literal["sentiment_average"]  # noqa: Y015
+    _WhichOneofArgType__sentiment_average: _TypeAlias = _typing.Literal["_sentiment_average", b"_sentiment_average"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sentiment_average) -> _WhichOneofReturnType__sentiment_average | None: ...
 
 Global___ExplainResponse: _TypeAlias = ExplainResponse  # noqa: Y015
 
@@ -301,7 +311,9 @@ class WidgetRequest(_message.Message):
     RECOMMEND_FIELD_NUMBER: _builtins.int
     SIMILAR_ITEMS_FIELD_NUMBER: _builtins.int
     widget_id: _builtins.str
-    """Caller's name for the widget, echoed back."""
+    """Caller's name for the widget, echoed back; at most MAX_ID_LENGTH (128) characters,
+    else the whole request is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def recommend(self) -> Global___RecommendRequest: ...
     @_builtins.property
