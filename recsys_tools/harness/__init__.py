@@ -22,6 +22,7 @@ from recsys_tools.harness.process import (
 from recsys_tools.harness.services import (
     QUIET_ENV,
     Service,
+    events_env,
     events_service,
     grpc_serving,
     kafka_env,
@@ -36,6 +37,7 @@ __all__ = [
     "ManagedProcess",
     "ManagedServer",
     "Service",
+    "events_env",
     "events_service",
     "free_port",
     "grpc_serving",

@@ -169,6 +169,21 @@ def wait_serving(service: Service, timeout_s: float = 180.0) -> Service:
     return service
 
 
+def events_env(kafka: KafkaEndpoint, redis_url: str, topic: str, prefix: str) -> dict[str, str]:
+    """The events service's environment for a test's own topic (its dead letters on
+    ``<topic>.dlq``, group ``<topic>-events``) and key prefix; topics made by the caller."""
+    return {
+        **kafka_env(kafka),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "EVENTS_TOPIC": topic,
+        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
+        "EVENTS_GROUP_ID": f"{topic}-events",
+        "EVENTS_CREATE_TOPICS": "false",
+        "EVENTS_POLL_TIMEOUT_MS": "100",
+    }
+
+
 @contextlib.contextmanager
 def events_service(kafka: KafkaEndpoint, redis_url: str, topic: str, prefix: str,
                    work_dir: Path, **extra: str) -> Iterator[Service]:  # fmt: skip
@@ -178,18 +193,7 @@ def events_service(kafka: KafkaEndpoint, redis_url: str, topic: str, prefix: str
     from recsys.kafka_io import ensure_topics
 
     ensure_topics(kafka.bootstrap, {topic: 4, f"{topic}.dlq": 1})
-    env = {
-        **kafka_env(kafka),
-        "REDIS_URL": redis_url,
-        "EVENTS_TOPIC": topic,
-        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
-        "EVENTS_GROUP_ID": f"{topic}-events",
-        "REDIS_KEY_PREFIX": prefix,
-        "EVENTS_CREATE_TOPICS": "false",
-        "EVENTS_POLL_TIMEOUT_MS": "100",
-        "LOG_LEVEL": "warning",
-        **extra,
-    }
+    env = {**events_env(kafka, redis_url, topic, prefix), "LOG_LEVEL": "warning", **extra}
     service = Service("events", ["services.events"], env,
                       log_path=work_dir / f"events-{topic}.log")  # fmt: skip
     service.start()

@@ -28,7 +28,15 @@ from prometheus_client.samples import Sample
 from recsys.health import HealthState
 from recsys.kafka_io import ensure_topics
 from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
-from recsys_tools.harness import QUIET_ENV, Service, free_port, kafka_env, wait_for, wait_serving
+from recsys_tools.harness import (
+    QUIET_ENV,
+    Service,
+    events_env,
+    free_port,
+    kafka_env,
+    wait_for,
+    wait_serving,
+)
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.recommender.training import TrainConfig, build_matrix, train
 
@@ -145,16 +153,8 @@ def test_events_exports_every_documented_metric_from_the_start(
     kafka: KafkaEndpoint, redis_url: str, topic: str, key_prefix: str, tmp_path: Path
 ) -> None:
     ensure_topics(kafka.bootstrap, {topic: 2, f"{topic}.dlq": 1})
-    service, port = start("events", ["services.events"], {
-        **kafka_env(kafka),
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "EVENTS_TOPIC": topic,
-        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
-        "EVENTS_GROUP_ID": f"{topic}-events",
-        "EVENTS_CREATE_TOPICS": "false",
-        "EVENTS_POLL_TIMEOUT_MS": "100",
-    }, tmp_path)  # fmt: skip
+    env = events_env(kafka, redis_url, topic, key_prefix)
+    service, port = start("events", ["services.events"], env, tmp_path)
     try:
         wait_serving(service, 120)
         samples = check_exported_at_zero("events", service, port)

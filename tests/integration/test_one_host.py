@@ -28,7 +28,7 @@ from recsys.ports import ensure_port_free, port_in_use
 from recsys.recommender.v1 import recommender_pb2, recommender_pb2_grpc
 from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from recsys_tools import cli
-from recsys_tools.harness import QUIET_ENV, Service, kafka_env, wait_for, wait_serving
+from recsys_tools.harness import QUIET_ENV, Service, events_env, wait_for, wait_serving
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.events.config import load_settings as events_settings
 from services.recommender.config import load_settings as recommender_settings
@@ -109,16 +109,7 @@ def test_three_services_on_one_host_with_default_ports_each_answer_as_themselves
                        port=DEFAULTS[name][0], unset=UNSET)  # fmt: skip
 
     services = [
-        service("events", ["services.events"], {
-            **kafka_env(kafka),
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": key_prefix,
-            "EVENTS_TOPIC": topic,
-            "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
-            "EVENTS_GROUP_ID": f"{topic}-events",
-            "EVENTS_CREATE_TOPICS": "false",
-            "EVENTS_POLL_TIMEOUT_MS": "100",
-        }),
+        service("events", ["services.events"], events_env(kafka, redis_url, topic, key_prefix)),
         service("recommender", ["services.recommender"], {
             "RECSYS_MODEL_DIR": str(model_store),
             "REDIS_URL": redis_url,

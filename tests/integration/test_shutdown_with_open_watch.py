@@ -21,7 +21,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys.kafka_io import ensure_topics
-from recsys_tools.harness import QUIET_ENV, Service, free_port, kafka_env, wait_for, wait_serving
+from recsys_tools.harness import (
+    QUIET_ENV,
+    Service,
+    events_env,
+    free_port,
+    wait_for,
+    wait_serving,
+)
 from recsys_tools.infra.endpoints import KafkaEndpoint
 from services.recommender.training import TrainConfig, build_matrix, train
 
@@ -192,16 +199,8 @@ def test_events_exits_promptly_on_sigterm_with_an_open_health_watch(
     """The consumers' health-only server (the events service's, also the sentiment
     consumer's): it drains for 2 s, and the stream must not make it wait them out."""
     ensure_topics(kafka.bootstrap, {topic: 1, f"{topic}.dlq": 1})
-    service = start("events", ["services.events"], {
-        **kafka_env(kafka),
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": key_prefix,
-        "EVENTS_TOPIC": topic,
-        "EVENTS_DLQ_TOPIC": f"{topic}.dlq",
-        "EVENTS_GROUP_ID": f"{topic}-events",
-        "EVENTS_CREATE_TOPICS": "false",
-        "EVENTS_POLL_TIMEOUT_MS": "100",
-    }, tmp_path)  # fmt: skip
+    env = events_env(kafka, redis_url, topic, key_prefix)
+    service = start("events", ["services.events"], env, tmp_path)
     try:
         wait_serving(service, 120)
         sigterm_with_watch(service, watcher)
