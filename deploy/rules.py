@@ -74,6 +74,7 @@ CUSTOM_KINDS = {
     (STRIMZI, "Kafka"),
     (STRIMZI, "KafkaNodePool"),
     (STRIMZI, "KafkaTopic"),
+    (STRIMZI, "KafkaUser"),
     (MONITORING, "ServiceMonitor"),
     (MONITORING, "PodMonitor"),
     (MONITORING, "PrometheusRule"),
@@ -162,6 +163,31 @@ def check_topic(doc: Doc) -> list[str]:
     return errs
 
 
+_USER_AUTH = {"scram-sha-512", "tls", "tls-external"}
+_ACL_RESOURCES = {"topic", "group", "cluster", "transactionalId"}
+
+
+def check_kafka_user(doc: Doc) -> list[str]:
+    errs: list[str] = []
+    r = ref(doc)
+    if not _get(doc, "metadata", "labels", "strimzi.io/cluster"):
+        errs.append(f"{r}: label strimzi.io/cluster is required (the user operator ignores it)")
+    if _get(doc, "spec", "authentication", "type") not in _USER_AUTH:
+        errs.append(f"{r}: spec.authentication.type must be one of {sorted(_USER_AUTH)}")
+    acls = _get(doc, "spec", "authorization", "acls")
+    if _get(doc, "spec", "authorization", "type") != "simple" or not isinstance(acls, list):
+        return [*errs, f"{r}: spec.authorization needs type simple and a list of acls"]
+    for i, acl in enumerate(acls):
+        resource = _get(acl, "resource") or {}
+        if resource.get("type") not in _ACL_RESOURCES or (
+            resource.get("type") != "cluster" and not resource.get("name")
+        ):
+            errs.append(f"{r}: spec.authorization.acls[{i}].resource needs a type and a name")
+        if not isinstance(_get(acl, "operations"), list) or not acl["operations"]:
+            errs.append(f"{r}: spec.authorization.acls[{i}].operations must be a non-empty list")
+    return errs
+
+
 def check_service_monitor(doc: Doc) -> list[str]:
     r = ref(doc)
     errs: list[str] = []
@@ -205,6 +231,7 @@ _CR_CHECKS = {
     "Kafka": check_kafka,
     "KafkaNodePool": check_node_pool,
     "KafkaTopic": check_topic,
+    "KafkaUser": check_kafka_user,
     "ServiceMonitor": check_service_monitor,
     "PodMonitor": check_service_monitor,
     "PrometheusRule": check_prometheus_rule,
@@ -238,7 +265,7 @@ def check_custom_resources(docs: Sequence[Doc]) -> list[str]:
             if isinstance(replicas, int) and replicas > brokers:
                 errs.append(f"{ref(topic)}: replicas {replicas} > {brokers} broker(s)")
     for doc in docs:
-        if _kind(doc, STRIMZI, "KafkaTopic") or _kind(doc, STRIMZI, "KafkaNodePool"):
+        if any(_kind(doc, STRIMZI, k) for k in ("KafkaTopic", "KafkaNodePool", "KafkaUser")):
             cluster = _get(doc, "metadata", "labels", "strimzi.io/cluster")
             if cluster and cluster not in kafkas:
                 errs.append(f"{ref(doc)}: strimzi.io/cluster={cluster} names no Kafka here")
@@ -323,8 +350,74 @@ def check_grpc_service(docs: Sequence[Doc], name: str) -> list[str]:
     return errs
 
 
-def check_project(docs: Sequence[Doc]) -> list[str]:
+#: The workloads that log in to Redis or Kafka, and the service (one Redis ACL user,
+#: one Kafka user) each runs as: the two sentiment Deployments are one service.
+CREDENTIAL_OWNERS = {
+    "Deployment/events": "events",
+    "Deployment/recommender": "recommender",
+    "Deployment/sentiment": "sentiment",
+    "Deployment/sentiment-consumer": "sentiment",
+    "CronJob/trainer": "trainer",
+}
+#: Variables that carry a login: each must come from a Secret of its service's own.
+CREDENTIAL_VARS = ("REDIS_USERNAME", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD")
+
+
+def pod_spec(doc: Doc) -> Mapping[str, Any]:
+    if doc.get("kind") == "CronJob":
+        return _get(doc, "spec", "jobTemplate", "spec", "template", "spec") or {}
+    return _get(doc, "spec", "template", "spec") or {}
+
+
+def secret_refs(doc: Doc) -> list[tuple[str, str, str]]:
+    """(variable, Secret, key) of every secretKeyRef in the workload's containers."""
+    pod = pod_spec(doc)
+    out: list[tuple[str, str, str]] = []
+    for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+        for env in container.get("env") or []:
+            sref = _get(env, "valueFrom", "secretKeyRef")
+            if isinstance(sref, Mapping):
+                out.append((str(env.get("name")), str(sref.get("name")), str(sref.get("key"))))
+    return out
+
+
+def check_credentials(docs: Sequence[Doc]) -> list[str]:
+    """Least privilege: every service logs in with credentials of its own.
+
+    Each workload that reaches Redis composes REDIS_URL from REDIS_USERNAME /
+    REDIS_PASSWORD out of one Secret; a Kafka password comes from a Secret too; and no
+    Secret (hence no key of one) is read by the workloads of two services.
+    """
     errs: list[str] = []
+    users: dict[str, set[str]] = {}
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "StatefulSet", "CronJob", "Job"):
+            continue
+        r = ref(doc)
+        owner = CREDENTIAL_OWNERS.get(r, r)
+        refs = secret_refs(doc)
+        for _var, secret, _key in refs:
+            users.setdefault(secret, set()).add(owner)
+        by_var = {var: secret for var, secret, _key in refs}
+        for container in pod_spec(doc).get("containers") or []:
+            env = {e.get("name"): e for e in container.get("env") or []}
+            for var in CREDENTIAL_VARS:
+                if var in env and var not in by_var:
+                    errs.append(f"{r}: {var} must come from a Secret (secretKeyRef)")
+            url = str((env.get("REDIS_URL") or {}).get("value", ""))
+            if "REDIS_URL" in env and "$(REDIS_USERNAME):$(REDIS_PASSWORD)@" not in url:
+                errs.append(f"{r}: REDIS_URL must log in as $(REDIS_USERNAME):$(REDIS_PASSWORD)")
+        redis = {by_var.get(v) for v in ("REDIS_USERNAME", "REDIS_PASSWORD") if v in by_var}
+        if len(redis) > 1:
+            errs.append(f"{r}: REDIS_USERNAME and REDIS_PASSWORD must come from one Secret")
+    for secret, owners in sorted(users.items()):
+        if len(owners) > 1:
+            errs.append(f"Secret/{secret} is shared by {', '.join(sorted(owners))}: one each")
+    return errs
+
+
+def check_project(docs: Sequence[Doc]) -> list[str]:
+    errs: list[str] = check_credentials(docs)
     for name in GRPC_SERVICES:
         errs.extend(check_grpc_service(docs, name))
     for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):

@@ -352,3 +352,167 @@ def test_images_and_manifests_set_the_ports_the_probes_use(service: str) -> None
     probes = re.findall(r"grpc:\n\s+port: (\d+)", manifest)
     assert probes and set(probes) == {grpc_port}
     assert re.search(r"envFrom:\s+- configMapRef:\s+name: recsys-settings\n", manifest)
+
+
+# --------------------------------------------------------------------------
+# least privilege: every service logs in with credentials of its own
+# --------------------------------------------------------------------------
+
+K8S = REPO / "deploy" / "k8s"
+_SECRET_ENV = re.compile(
+    r"- name: (\w+)\n\s+valueFrom:\n\s+secretKeyRef:\n\s+name: (\S+)\n\s+key: (\S+)\n"
+)
+_PLAIN_ENV = re.compile(r"- name: (\w+)\n\s+value: (\S+)\n")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob")
+
+
+def manifest_workloads(*paths: Path) -> dict[str, dict[str, Any]]:
+    """``Kind/name`` of every workload in ``paths`` with the env it sets: the variables
+    read from a Secret (``(Secret, key)``) and the plain values. Text-level (no YAML
+    parser in the project environment); the committed files are block style."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for part in path.read_text().split("\n---\n"):
+            doc = part.rstrip("\n") + "\n"
+            kind = re.search(r"^kind: (\w+)$", doc, flags=re.MULTILINE)
+            name = re.search(r"^metadata:\n(?:  .*\n)*?  name: (\S+)$", doc, flags=re.MULTILINE)
+            if not kind or not name or kind.group(1) not in WORKLOAD_KINDS:
+                continue
+            entry = out.setdefault(f"{kind.group(1)}/{name.group(1)}", {"secret": {}, "value": {}})
+            entry["secret"].update({v: (s, k) for v, s, k in _SECRET_ENV.findall(doc)})
+            entry["value"].update(dict(_PLAIN_ENV.findall(doc)))
+            entry.setdefault("text", "")
+            entry["text"] += doc
+    return out
+
+
+def overlay_workloads(overlay: str) -> dict[str, dict[str, Any]]:
+    patches = sorted((K8S / "overlays" / overlay / "patches").glob("*.yaml"))
+    return manifest_workloads(*sorted((K8S / "base").glob("*.yaml")), *patches)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_each_service_reads_its_redis_and_kafka_login_from_its_own_secret(overlay: str) -> None:
+    workloads = overlay_workloads(overlay)
+    users: dict[tuple[str, str], set[str]] = {}
+    for workload, service in rules.CREDENTIAL_OWNERS.items():
+        env = workloads[workload]
+        # REDIS_URL logs in as the service's own ACL user, from the service's own Secret.
+        assert env["secret"]["REDIS_USERNAME"] == (f"recsys-redis-{service}", "username")
+        assert env["secret"]["REDIS_PASSWORD"] == (f"recsys-redis-{service}", "password")
+        assert "://$(REDIS_USERNAME):$(REDIS_PASSWORD)@" in env["value"]["REDIS_URL"], workload
+        for secret_key in env["secret"].values():
+            users.setdefault(secret_key, set()).add(service)
+    for workload, env in workloads.items():
+        for var in rules.CREDENTIAL_VARS:
+            assert var not in env["value"], f"{workload}: {var} is a literal"
+    # No Secret key is read by two services (the two sentiment Deployments are one).
+    shared = {key: owners for key, owners in users.items() if len(owners) > 1}
+    assert not shared, shared
+    # Kafka: prod logs every consumer in as its own SCRAM user; dev keeps the
+    # unauthenticated in-cluster listener, so nobody carries Kafka credentials there.
+    kafka_clients = {"Deployment/events": "recsys-events",
+                     "Deployment/sentiment-consumer": "recsys-sentiment"}  # fmt: skip
+    for workload, env in workloads.items():
+        if overlay == "prod" and workload in kafka_clients:
+            user = kafka_clients[workload]
+            assert env["value"]["KAFKA_SASL_USERNAME"] == user
+            assert env["secret"]["KAFKA_SASL_PASSWORD"] == (user, "password")
+            assert env["value"]["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+            assert env["value"]["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        else:
+            assert not any(v.startswith("KAFKA_SASL") for v in env["value"]), workload
+            assert not any(v.startswith("KAFKA_SASL") for v in env["secret"]), workload
+    # The in-cluster Redis holds no password: only the ACL file, from its own Secret.
+    redis = workloads["StatefulSet/redis"]
+    assert redis["secret"] == {}
+    assert re.search(r"secretName: recsys-redis-acl\n", redis["text"])
+    assert "aclfile " in (K8S / "base" / "redis.yaml").read_text()
+
+
+def test_prod_kafka_users_carry_exactly_the_acls_of_kafka_acls() -> None:
+    from recsys_tools.infra.kafka_acls import service_grants
+
+    prod = {"EVENTS_CREATE_TOPICS": "false", "SENTIMENT_CREATE_TOPICS": "false"}
+    expected = {
+        (g.user, g.resource, g.name, op) for g in service_grants(prod) for op in g.operations
+    }
+    text = (K8S / "overlays" / "prod" / "kafka-users.yaml").read_text()
+    found = set()
+    for doc in text.split("\n---\n"):
+        user = re.search(r"^kind: KafkaUser\nmetadata:\n  name: (\S+)$", doc, flags=re.MULTILINE)
+        assert user, doc
+        assert "type: scram-sha-512" in doc
+        acls = re.findall(
+            r"- resource: \{type: (\w+), name: (\S+), patternType: literal\}\n"
+            r"\s+operations: \[([A-Za-z, ]+)\]",
+            doc,
+        )
+        assert acls, doc
+        for resource, name, operations in acls:
+            for op in operations.split(", "):
+                found.add((user.group(1), resource, name, op.upper()))
+    assert found == expected
+
+
+def _workload(kind: str, name: str, env: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = {"containers": [{"name": name, "env": env}]}
+    spec = (
+        {"jobTemplate": {"spec": {"template": {"spec": pod}}}}
+        if kind == "CronJob"
+        else {"template": {"spec": pod}}
+    )
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def _redis_env(secret: str) -> list[dict[str, Any]]:
+    return [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for var, key in (("REDIS_USERNAME", "username"), ("REDIS_PASSWORD", "password"))
+    ] + [{"name": "REDIS_URL", "value": "redis://$(REDIS_USERNAME):$(REDIS_PASSWORD)@redis:6379/0"}]
+
+
+def test_credentials_rule_accepts_one_secret_per_service() -> None:
+    docs = [
+        _workload("Deployment", "events", _redis_env("recsys-redis-events")),
+        _workload("Deployment", "sentiment", _redis_env("recsys-redis-sentiment")),
+        _workload("Deployment", "sentiment-consumer", _redis_env("recsys-redis-sentiment")),
+        _workload("CronJob", "trainer", _redis_env("recsys-redis-trainer")),
+    ]
+    assert rules.check_credentials(docs) == []
+
+
+@pytest.mark.parametrize(
+    ("docs", "expected"),
+    [
+        (
+            [
+                _workload("Deployment", "events", _redis_env("recsys-redis")),
+                _workload("CronJob", "trainer", _redis_env("recsys-redis")),
+            ],
+            "shared by",
+        ),
+        (
+            [_workload("Deployment", "events", [{"name": "KAFKA_SASL_PASSWORD", "value": "x"}])],
+            "must come from a Secret",
+        ),
+        (
+            [
+                _workload(
+                    "Deployment",
+                    "events",
+                    [
+                        *_redis_env("recsys-redis-events")[:2],
+                        {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379/0"},
+                    ],
+                )
+            ],
+            "REDIS_URL must log in",
+        ),
+    ],
+)
+def test_credentials_rule_rejects_shared_or_literal_logins(
+    docs: list[dict[str, Any]], expected: str
+) -> None:
+    errors = rules.check_credentials(docs)
+    assert any(expected in e for e in errors), errors
