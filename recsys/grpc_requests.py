@@ -29,6 +29,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from recsys.errors import RecsysError
+from recsys.grpc_status import grpc_code
+
 
 @dataclass(frozen=True, slots=True)
 class MalformedRequest:
@@ -123,3 +126,35 @@ class LogThrottle:
             suppressed = self._suppressed.pop(key, 0)
         self.log.warning(message, extra={**(extra or {}), "suppressed": suppressed})
         return True
+
+
+#: What a call answers instead of its result: a status code and the caller's message.
+Refusal = tuple[grpc.StatusCode, str]
+
+
+def refusal(
+    method: str, request: object, malformed_log: LogThrottle, *, expired: bool = False
+) -> Refusal | None:
+    """Why a call is answered without doing its work, or None to do it.
+
+    A body that did not parse is INVALID_ARGUMENT (logged through ``malformed_log``); a
+    request whose deadline passed while it queued is DEADLINE_EXCEEDED, the caller having
+    given up. Both servers' call wrappers ask this, so the two answer alike.
+    """
+    if isinstance(request, MalformedRequest):
+        extra = {"method": method, "error": request.reason}
+        malformed_log.warning(method, "request body does not parse", extra)
+        return grpc.StatusCode.INVALID_ARGUMENT, request.message
+    if expired:
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before the request was handled"
+    return None
+
+
+def error_refusal(method: str, exc: Exception, log: logging.Logger) -> Refusal:
+    """The answer to an error a call's work raised: a RecsysError's own status and message;
+    anything else is a bug, INTERNAL without details and logged with its traceback (left to
+    grpc it would be UNKNOWN with the exception's text, and uncounted)."""
+    if isinstance(exc, RecsysError):
+        return grpc_code(exc), str(exc)
+    log.error("unexpected error", exc_info=exc, extra={"method": method})
+    return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from recsys.errors import RecsysError, UnavailableError
-from recsys.grpc_requests import LogThrottle, MalformedRequest, add_servicer
+from recsys.errors import UnavailableError
+from recsys.grpc_requests import LogThrottle, add_servicer, error_refusal, refusal
 from recsys.grpc_status import grpc_code
 from recsys.health import HealthState, add_health_and_reflection
 from recsys.ports import bind_failed
@@ -158,22 +158,14 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         code = grpc.StatusCode.OK
         try:
             remaining = context.time_remaining()
-            if isinstance(request, MalformedRequest):
-                code, message = grpc.StatusCode.INVALID_ARGUMENT, request.message
-                extra = {"method": method, "error": request.reason}
-                _malformed_log.warning(method, "request body does not parse", extra)
-            elif remaining is not None and remaining <= 0:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                message = "deadline expired before the request was handled"
-            else:
+            expired = remaining is not None and remaining <= 0
+            refused = refusal(method, request, _malformed_log, expired=expired)
+            if refused is None:
                 try:
                     return work()
-                except RecsysError as exc:
-                    code, message = grpc_code(exc), str(exc)
-                except Exception:
-                    code = grpc.StatusCode.INTERNAL
-                    message = "internal error; the server log has the details"
-                    log.exception("unexpected error", extra={"method": method})
+                except Exception as exc:
+                    refused = error_refusal(method, exc, log)
+            code, message = refused
             await context.abort(code, message)  # raises
             raise AssertionError("context.abort returned")
         finally:

@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from recsys.errors import RecsysError, UnavailableError
-from recsys.grpc_requests import LogThrottle, MalformedRequest, add_servicer
-from recsys.grpc_status import grpc_code
+from recsys.errors import UnavailableError
+from recsys.grpc_requests import LogThrottle, add_servicer, error_refusal, refusal
 from recsys.health import HealthState, add_health_and_reflection
 from recsys.ports import bind_failed, ensure_port_free
 from recsys.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
@@ -89,19 +88,13 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            if isinstance(request, MalformedRequest):
-                code, message = grpc.StatusCode.INVALID_ARGUMENT, request.message
-                extra = {"method": method, "error": request.reason}
-                _malformed_log.warning(method, "request body does not parse", extra)
-            else:
+            refused = refusal(method, request, _malformed_log)
+            if refused is None:
                 try:
                     return fn()
-                except RecsysError as exc:
-                    code, message = grpc_code(exc), str(exc)
-                except Exception:
-                    code = grpc.StatusCode.INTERNAL
-                    message = "internal error; the server log has the details"
-                    log.exception("unexpected error", extra={"method": method})
+                except Exception as exc:
+                    refused = error_refusal(method, exc, log)
+            code, message = refused
             context.abort(code, message)
             raise AssertionError("context.abort returned")
         finally:
