@@ -38,7 +38,6 @@ from recsys_tools.harness import (
     wait_serving,
 )
 from recsys_tools.infra.endpoints import KafkaEndpoint
-from services.recommender.training import TrainConfig, build_matrix, train
 
 pytestmark = pytest.mark.integration
 
@@ -109,16 +108,6 @@ def start(name: str, module_args: list[str], env: Mapping[str, str], tmp_path: P
 
 
 # ------------------------------------------------------------------------------ recommender
-@pytest.fixture(scope="module")
-def recommender_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("models")
-    users = [f"u{u}" for u in range(20) for _ in range(5)]
-    items = [f"i{(u % 2) * 5 + i}" for u in range(20) for i in range(5)]
-    config = TrainConfig(factors=4, iterations=5, num_threads=1)
-    train(build_matrix(users, items, [1.0] * len(users)), config).save(store)
-    return store
-
-
 @pytest.mark.parametrize("workers", [1, 2])  # 2: the parent's multi-process aggregation
 def test_recommender_exports_every_documented_metric_from_the_start(
     workers: int, recommender_models: Path, redis_url: str, key_prefix: str, tmp_path: Path

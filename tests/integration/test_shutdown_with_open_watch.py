@@ -30,7 +30,6 @@ from recsys_tools.harness import (
     wait_serving,
 )
 from recsys_tools.infra.endpoints import KafkaEndpoint
-from services.recommender.training import TrainConfig, build_matrix, train
 
 pytestmark = pytest.mark.integration
 
@@ -105,16 +104,6 @@ def start(name: str, module_args: list[str], env: Mapping[str, str], tmp_path: P
 
 
 # ------------------------------------------------------------------------------ recommender
-@pytest.fixture(scope="module")
-def recommender_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("models")
-    users = [f"u{u}" for u in range(20) for _ in range(5)]
-    items = [f"i{(u % 2) * 5 + i}" for u in range(20) for i in range(5)]
-    config = TrainConfig(factors=4, iterations=5, num_threads=1)
-    train(build_matrix(users, items, [1.0] * len(users)), config).save(store)
-    return store
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_recommender_exits_within_grace_on_sigterm_with_an_open_health_watch(
     workers: int, recommender_models: Path, redis_url: str, key_prefix: str, tmp_path: Path,

@@ -11,11 +11,12 @@ exercised by the services' integration and fault suites.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from event_records import Rec
 from kafka import TopicPartition
 
 from recsys.consume import ConsumeLoop, Dependencies, LoopMetrics
@@ -27,18 +28,8 @@ from recsys.settings import ConsumerSettings
 TP = TopicPartition("in", 0)
 
 
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]] | None = None
-
-
 def rec(offset: int, value: bytes) -> Rec:
-    return Rec("in", 0, offset, b"k", value)
+    return Rec("in", 0, offset, b"k", value, None)
 
 
 @dataclass
