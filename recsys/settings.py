@@ -286,42 +286,43 @@ class ConsumerSettings:
 
 
 def load_consumer_settings(
-    env: Mapping[str, str],
-    prefix: str,
-    *,
-    topic: str,
-    dlq_topic: str,
-    group_id: str,
-    max_poll_records: int,
-    topic_partitions: int,
+    env: Mapping[str, str], prefix: str, defaults: ConsumerSettings
 ) -> ConsumerSettings:
     """The consume-loop settings of the service whose variables start with ``prefix``.
 
-    The keyword arguments are that service's defaults; every variable is documented
-    with the service (docs/events.md, docs/sentiment.md).
+    ``defaults`` is that service's own default object (the one its settings dataclass
+    holds), so each default is written once; every variable is documented with the
+    service (docs/events.md, docs/sentiment.md).
     """
-    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP)
+    d = defaults
+    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap)
     parse_bootstrap(bootstrap)
-    backoff_initial = env_float(env, f"{prefix}_BACKOFF_INITIAL_S", 0.2, minimum=0.01)
+    backoff_initial = env_float(
+        env, f"{prefix}_BACKOFF_INITIAL_S", d.backoff_initial_s, minimum=0.01
+    )
     return ConsumerSettings(
         bootstrap=bootstrap,
-        topic=env_str(env, f"{prefix}_TOPIC", topic),
-        dlq_topic=env_str(env, f"{prefix}_DLQ_TOPIC", dlq_topic),
-        group_id=env_str(env, f"{prefix}_GROUP_ID", group_id),
-        client_id=group_id,
+        topic=env_str(env, f"{prefix}_TOPIC", d.topic),
+        dlq_topic=env_str(env, f"{prefix}_DLQ_TOPIC", d.dlq_topic),
+        group_id=env_str(env, f"{prefix}_GROUP_ID", d.group_id),
+        client_id=d.client_id,
         max_poll_records=env_int(
-            env, f"{prefix}_MAX_POLL_RECORDS", max_poll_records, minimum=1, maximum=100_000
+            env, f"{prefix}_MAX_POLL_RECORDS", d.max_poll_records, minimum=1, maximum=100_000
         ),
-        poll_timeout_ms=env_int(env, f"{prefix}_POLL_TIMEOUT_MS", 500, minimum=10, maximum=60_000),
+        poll_timeout_ms=env_int(
+            env, f"{prefix}_POLL_TIMEOUT_MS", d.poll_timeout_ms, minimum=10, maximum=60_000
+        ),
         backoff_initial_s=backoff_initial,
-        backoff_max_s=env_float(env, f"{prefix}_BACKOFF_MAX_S", 5.0, minimum=backoff_initial),
-        health_check_interval_s=env_float(
-            env, f"{prefix}_HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.1
+        backoff_max_s=env_float(
+            env, f"{prefix}_BACKOFF_MAX_S", d.backoff_max_s, minimum=backoff_initial
         ),
-        stall_timeout_s=env_float(env, f"{prefix}_STALL_TIMEOUT_S", 20.0, minimum=0.0),
-        create_topics=env_bool(env, f"{prefix}_CREATE_TOPICS", True),
+        health_check_interval_s=env_float(
+            env, f"{prefix}_HEALTH_CHECK_INTERVAL_S", d.health_check_interval_s, minimum=0.1
+        ),
+        stall_timeout_s=env_float(env, f"{prefix}_STALL_TIMEOUT_S", d.stall_timeout_s, minimum=0.0),
+        create_topics=env_bool(env, f"{prefix}_CREATE_TOPICS", d.create_topics),
         topic_partitions=env_int(
-            env, f"{prefix}_TOPIC_PARTITIONS", topic_partitions, minimum=1, maximum=1000
+            env, f"{prefix}_TOPIC_PARTITIONS", d.topic_partitions, minimum=1, maximum=1000
         ),
         security=load_kafka_security(env),
         **kafka_consumer_env(env),

@@ -38,19 +38,21 @@ class ValidationConfig(EventWeights):
     max_future_skew_s: float = 300.0
 
 
+#: The consume loop's defaults (overridden by EVENTS_TOPIC, EVENTS_GROUP_ID, KAFKA_* ...).
+CONSUMER_DEFAULTS = ConsumerSettings(
+    topic=TOPIC_CLICKS,
+    dlq_topic=TOPIC_CLICKS_DLQ,
+    group_id="recsys-events",
+    client_id="recsys-events",
+    max_poll_records=2000,
+    topic_partitions=6,
+)
+
+
 @dataclass(frozen=True)
 class EventsSettings:
     #: The consume loop's settings (EVENTS_TOPIC, EVENTS_GROUP_ID, KAFKA_* ...).
-    consumer: ConsumerSettings = field(
-        default_factory=lambda: ConsumerSettings(
-            topic=TOPIC_CLICKS,
-            dlq_topic=TOPIC_CLICKS_DLQ,
-            group_id="recsys-events",
-            client_id="recsys-events",
-            max_poll_records=2000,
-            topic_partitions=6,
-        )
-    )
+    consumer: ConsumerSettings = CONSUMER_DEFAULTS
     redis_url: str = DEFAULT_REDIS_URL
     key_prefix: str = DEFAULT_PREFIX
     # Write layout: one script per slot group (Redis Cluster) or per chunk of users.
@@ -67,15 +69,7 @@ class EventsSettings:
 
 def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
     env = os.environ if env is None else env
-    consumer = load_consumer_settings(
-        env,
-        "EVENTS",
-        topic=TOPIC_CLICKS,
-        dlq_topic=TOPIC_CLICKS_DLQ,
-        group_id="recsys-events",
-        max_poll_records=2000,
-        topic_partitions=6,
-    )
+    consumer = load_consumer_settings(env, "EVENTS", CONSUMER_DEFAULTS)
     redis_url = validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL))
     if consumer.topic == consumer.dlq_topic:
         raise ConfigError("EVENTS_DLQ_TOPIC must differ from EVENTS_TOPIC")

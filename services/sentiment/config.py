@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.errors import ConfigError
@@ -34,6 +34,17 @@ DEFAULT_MAX_TEXT_CHARS = 5000
 def default_model_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("SENTIMENT_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR).expanduser()
+
+
+#: The consume loop's defaults (overridden by SENTIMENT_TOPIC, SENTIMENT_GROUP_ID, KAFKA_* ...).
+CONSUMER_DEFAULTS = ConsumerSettings(
+    topic=TOPIC_FEEDBACK,
+    dlq_topic=TOPIC_FEEDBACK_DLQ,
+    group_id="recsys-sentiment",
+    client_id="recsys-sentiment",
+    max_poll_records=256,
+    topic_partitions=3,
+)
 
 
 @dataclass(frozen=True)
@@ -62,16 +73,7 @@ class SentimentSettings:
     shutdown_grace_s: float = 20.0  # GRACE_S, as the recommender
     # --- Kafka path ---------------------------------------------------------------------
     #: The consume loop's settings (SENTIMENT_TOPIC, SENTIMENT_GROUP_ID, KAFKA_* ...).
-    consumer: ConsumerSettings = field(
-        default_factory=lambda: ConsumerSettings(
-            topic=TOPIC_FEEDBACK,
-            dlq_topic=TOPIC_FEEDBACK_DLQ,
-            group_id="recsys-sentiment",
-            client_id="recsys-sentiment",
-            max_poll_records=256,
-            topic_partitions=3,
-        )
-    )
+    consumer: ConsumerSettings = CONSUMER_DEFAULTS
     output_topic: str = TOPIC_FEEDBACK_SCORED
     output_encoding: str = "protobuf"
     max_id_length: int = 128
@@ -98,15 +100,7 @@ def _address(value: str, name: str) -> str:
 
 def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
     env = os.environ if env is None else env
-    consumer = load_consumer_settings(
-        env,
-        "SENTIMENT",
-        topic=TOPIC_FEEDBACK,
-        dlq_topic=TOPIC_FEEDBACK_DLQ,
-        group_id="recsys-sentiment",
-        max_poll_records=256,
-        topic_partitions=3,
-    )
+    consumer = load_consumer_settings(env, "SENTIMENT", CONSUMER_DEFAULTS)
     output_topic = env_str(env, "SENTIMENT_OUTPUT_TOPIC", TOPIC_FEEDBACK_SCORED)
     if len({consumer.topic, output_topic, consumer.dlq_topic}) != 3:
         raise ConfigError(

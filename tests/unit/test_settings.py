@@ -111,13 +111,18 @@ def test_every_service_reads_the_same_redis_settings() -> None:
 def test_kafka_security_default_is_plaintext_and_adds_no_client_arguments() -> None:
     """No variables: the clients are configured exactly as before security settings existed."""
     from recsys.kafka_io import security_config
-    from recsys.settings import KafkaSecurity, load_consumer_settings, load_kafka_security
+    from recsys.settings import (
+        ConsumerSettings,
+        KafkaSecurity,
+        load_consumer_settings,
+        load_kafka_security,
+    )
 
     assert load_kafka_security({}) == KafkaSecurity()
     assert security_config(load_kafka_security({})) == {}
     assert (
         load_consumer_settings(
-            {}, "X", topic="t", dlq_topic="d", group_id="g", max_poll_records=1, topic_partitions=1
+            {}, "X", ConsumerSettings(topic="t", dlq_topic="d", group_id="g")
         ).security
         == KafkaSecurity()
     )
