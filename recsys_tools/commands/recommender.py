@@ -103,7 +103,54 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     _add_weighting_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine (docs/model.md, The Spark engine)")
+    g.add_argument(
+        "--engine",
+        choices=("implicit", "spark"),
+        default="implicit",
+        help="what fits the factors: implicit in this process (default) or Spark MLlib ALS "
+        "(needs the [spark] extra and Java 17)",
+    )
+    g.add_argument(
+        "--spark-master",
+        default=os.environ.get("SPARK_MASTER") or None,
+        help="Spark master URL (default $SPARK_MASTER, else local[2]; under spark-submit, "
+        "spark-submit's)",
+    )
+    g.add_argument(
+        "--spark-driver-memory",
+        default=os.environ.get("SPARK_DRIVER_MEMORY") or "1g",
+        help="driver memory in local mode (default $SPARK_DRIVER_MEMORY, else 1g)",
+    )
+    g.add_argument(
+        "--spark-reg-param",
+        type=float,
+        default=None,
+        help="Spark's regParam as is (default: --regularization / mean interactions per user)",
+    )
+
+
+def _engine_from_args(args: argparse.Namespace) -> Any:
+    """None for the default engine; the Spark one is imported only when asked for, so the
+    recommender's image and the default training never load pyspark."""
+    if getattr(args, "engine", "implicit") != "spark":
+        return None
+    try:
+        from services.recommender.spark_als import SparkALS, SparkSettings
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ConfigError(f"--engine spark needs the [spark] extra: {exc}") from None
+    return SparkALS(
+        SparkSettings(
+            master=args.spark_master,
+            driver_memory=args.spark_driver_memory,
+            reg_param=args.spark_reg_param,
+        )
+    )
 
 
 def _load_items(name: str | None) -> dict[str, Any]:
@@ -152,6 +199,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from services.recommender import artifact, training
 
     config = _config_from_args(args)
+    engine = _engine_from_args(args)
     started = time.perf_counter()
     forgotten = _forgotten_users(args)
     items: dict[str, Any]
@@ -191,7 +239,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data = training.matrix_from_user_weights(rows, item_ids=catalogue)
     data = training.drop_users(data, forgotten)
     load_s = time.perf_counter() - started
-    model = training.train(data, config, items=items, show_progress=not args.no_progress)
+    model = training.train(
+        data, config, items=items, show_progress=not args.no_progress, engine=engine
+    )
     train_s = float(model.config["train_s"])
     model.metrics.update({"load_s": round(load_s, 3), "train_s": round(train_s, 3)})
     model.config["source"] = args.source
@@ -209,6 +259,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "users": model.n_users,
                 "items": model.n_items,
                 "interactions": int(model.config["nnz"]),
+                "engine": model.config["engine"],
                 "forgotten_users": model.config["forgotten_users"],
                 "train_s": round(train_s, 3),
                 "train_cpu_s": round(float(model.config["train_cpu_s"]), 3),

@@ -19,7 +19,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -277,6 +277,33 @@ def fit_factors(
     )
 
 
+class FactorEngine(Protocol):
+    """What factorises the confidence matrix. Everything around it (sources, weighting, cold
+    items, the artifact) is shared, so engines differ only in how they fit; ``params`` holds
+    what an engine chose during its last fit, recorded in the model's config."""
+
+    name: str
+    params: dict[str, Any]
+
+    def fit(
+        self, confidence: sp.csr_matrix, config: TrainConfig, show_progress: bool
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ImplicitALS:
+    """The default engine: implicit's CPU ALS in this process (:func:`fit_factors`)."""
+
+    name = "implicit"
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def fit(
+        self, confidence: sp.csr_matrix, config: TrainConfig, show_progress: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return fit_factors(confidence, config, show_progress=show_progress)
+
+
 def train(
     data: UserItemMatrix,
     config: TrainConfig,
@@ -285,9 +312,12 @@ def train(
     show_progress: bool = False,
     metrics: Mapping[str, Any] | None = None,
     keep_history: bool = True,
+    engine: FactorEngine | None = None,
 ) -> Model:
     """Fit ALS and wrap the result. Items without interactions get genre-based vectors when
-    ``config.cold_items == "content"`` and metadata is known."""
+    ``config.cold_items == "content"`` and metadata is known. ``engine`` defaults to
+    :class:`ImplicitALS`; the Spark one is ``services.recommender.spark_als.SparkALS``, passed
+    in by the caller so that this module never imports Spark."""
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread for the whole of training: implicit parallelises over users itself, and
@@ -301,6 +331,7 @@ def train(
             show_progress=show_progress,
             metrics=metrics,
             keep_history=keep_history,
+            engine=engine or ImplicitALS(),
         )
 
 
@@ -312,6 +343,7 @@ def _train(
     show_progress: bool,
     metrics: Mapping[str, Any] | None,
     keep_history: bool,
+    engine: FactorEngine,
 ) -> Model:
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -328,7 +360,7 @@ def _train(
     confidence = weighting.transform(raw)
     phases["weighting_s"] = time.perf_counter() - started
     mark = time.perf_counter()
-    user_factors, item_factors = fit_factors(confidence, config, show_progress=show_progress)
+    user_factors, item_factors = engine.fit(confidence, config, show_progress)
     phases["fit_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     popularity = np.diff(raw.tocsc().indptr).astype(np.float32)  # users per item
@@ -343,6 +375,9 @@ def _train(
     phases["cold_items_s"] = time.perf_counter() - mark
     cfg = config.to_dict()
     cfg.update({"n_users": raw.shape[0], "n_items": raw.shape[1], "nnz": int(raw.nnz)})
+    cfg["engine"] = engine.name
+    if engine.params:
+        cfg["engine_params"] = dict(engine.params)
     mark = time.perf_counter()
     model = Model(
         version=artifact.new_version_id(),
@@ -367,7 +402,8 @@ def _train(
     model.config["train_cpu_s"] = time.process_time() - cpu_started
     model.config["train_phases_s"] = {k: round(v, 4) for k, v in phases.items()}
     log.info(
-        "trained ALS on %d users x %d items (%d nnz) in %.2fs (%s)",
+        "trained ALS (%s) on %d users x %d items (%d nnz) in %.2fs (%s)",
+        engine.name,
         raw.shape[0],
         raw.shape[1],
         raw.nnz,

@@ -394,6 +394,9 @@ def overlay_workloads(overlay: str) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_each_service_reads_its_redis_and_kafka_login_from_its_own_secret(overlay: str) -> None:
     workloads = overlay_workloads(overlay)
+    # The opt-in Spark training job is one more workload of the trainer's.
+    spark_job = K8S / "components" / "spark-training" / "trainer-spark.yaml"
+    workloads.update(manifest_workloads(spark_job))
     users: dict[tuple[str, str], set[str]] = {}
     for workload, service in rules.CREDENTIAL_OWNERS.items():
         env = workloads[workload]
@@ -516,3 +519,100 @@ def test_credentials_rule_rejects_shared_or_literal_logins(
 ) -> None:
     errors = rules.check_credentials(docs)
     assert any(expected in e for e in errors), errors
+
+
+# --------------------------------------------------------------------------
+# the Spark training job (components/spark-training)
+# --------------------------------------------------------------------------
+
+SPARK_COMPONENT = K8S / "components" / "spark-training"
+
+
+def _cronjob(name: str, command: list[str], suspend: bool | None = None) -> dict[str, Any]:
+    doc = _workload("CronJob", name, [])
+    doc["apiVersion"] = "batch/v1"
+    doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] = command
+    if suspend is not None:
+        doc["spec"]["suspend"] = suspend
+    return doc
+
+
+SPARK_TRAIN = ["recsys", "train", "--engine", "spark", "--model-dir", "$(RECSYS_MODEL_DIR)"]
+
+
+def test_spark_trainer_rule_accepts_the_spark_job_with_the_trainer_suspended() -> None:
+    docs = [
+        _cronjob("trainer", ["recsys", "train"], suspend=True),
+        _cronjob("trainer-spark", SPARK_TRAIN),
+    ]
+    assert rules.check_spark_trainer(docs) == []
+    assert rules.check_spark_trainer([_cronjob("trainer", ["recsys", "train"])]) == []
+
+
+@pytest.mark.parametrize(
+    ("docs", "expected"),
+    [
+        (
+            [_cronjob("trainer", ["recsys", "train"]), _cronjob("trainer-spark", SPARK_TRAIN)],
+            "must be suspended",
+        ),
+        (
+            [
+                _cronjob("trainer", ["recsys", "train"], suspend=True),
+                _cronjob("trainer-spark", ["recsys", "train"]),
+            ],
+            "--engine spark",
+        ),
+    ],
+)
+def test_spark_trainer_rule_rejects_two_publishers_or_the_wrong_engine(
+    docs: list[dict[str, Any]], expected: str
+) -> None:
+    """Regression guard: two CronJobs publishing into one model store race on LATEST."""
+    errors = rules.check_spark_trainer(docs)
+    assert any(expected in e for e in errors), errors
+
+
+def test_spark_job_logs_in_as_the_trainer_and_runs_the_spark_engine() -> None:
+    workloads = manifest_workloads(SPARK_COMPONENT / "trainer-spark.yaml")
+    env = workloads["CronJob/trainer-spark"]
+    assert rules.CREDENTIAL_OWNERS["CronJob/trainer-spark"] == "trainer"
+    assert env["secret"]["REDIS_USERNAME"] == ("recsys-redis-trainer", "username")
+    assert env["secret"]["REDIS_PASSWORD"] == ("recsys-redis-trainer", "password")
+    assert '["recsys", "train", "--engine", "spark"' in env["text"]
+    assert "claimName: recsys-model-store" in env["text"]  # the store the recommender watches
+
+
+def test_spark_executor_image_is_the_spark_version_of_the_pinned_pyspark() -> None:
+    """The driver (pyspark from constraints.txt) and the executors (the stock Spark image)
+    must run one Spark version: Spark refuses executors of another."""
+    pinned = re.search(
+        r"^pyspark==(\S+)$", (REPO / "constraints.txt").read_text(), flags=re.MULTILINE
+    )
+    conf = (SPARK_COMPONENT / "spark-defaults.conf").read_text()
+    image = re.search(r"^spark\.kubernetes\.container\.image\s+(\S+)$", conf, flags=re.MULTILINE)
+    assert pinned and image
+    assert image.group(1).startswith(f"apache/spark:{pinned.group(1)}-"), image.group(1)
+
+
+def test_deploy_check_stops_instead_of_recursing_when_the_tools_venv_is_broken(
+    tmp_path: Path,
+) -> None:
+    """Regression: a half-installed tools venv (stamp written, kubernetes-validate missing)
+    made each run re-exec itself inside it again, one waiting process per level, without end.
+    Inside the tools environment (the variable set) with the tools missing, it must stop."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "RECSYS_DEPLOY_CHECK_IN_TOOLS": "1", "RECSYS_TOOLS_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.check", "--no-scan"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "delete it and run again" in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing installed: it stopped before that

@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1.7
+# The Spark training job's driver: `recsys train --engine spark` (docs/scaling.md, "Training
+# on Spark"). Build from the repository root:
+#   docker build -f deploy/docker/trainer-spark.Dockerfile -t recsys-trainer-spark:TAG .
+# The driver reads the sources, hands the confidence matrix to Spark and publishes the model;
+# the executors run only JVM code (MLlib's ALS), so they use the stock Apache Spark image of
+# the same Spark version as the pyspark pinned in constraints.txt
+# (deploy/k8s/components/spark-training). Never used for serving: the recommender image
+# stays free of Java and pyspark.
+
+# ---- build stage: the venv with the [spark] extra -------------------------------
+FROM python:3.11.11-slim-bookworm AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY constraints.txt ./
+COPY pyproject.toml README.md ./
+COPY recsys ./recsys
+COPY services ./services
+COPY recsys_tools ./recsys_tools
+RUN pip install --no-compile -c constraints.txt '.[spark]' \
+ && python -m compileall -q /opt/venv/lib
+
+# ---- runtime stage: interpreter, Java 17 for the Spark driver, the venv ---------
+FROM python:3.11.11-slim-bookworm AS runtime
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless=17.* \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 recsys \
+ && useradd --system --uid 10001 --gid recsys --no-create-home --shell /usr/sbin/nologin recsys
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /tmp
+USER 10001:10001
+# The driver's RPC and block-manager ports, which the executors connect back to.
+EXPOSE 7078 7079
+# A batch job: Kubernetes tracks it by its exit status, there is nothing to probe.
+# checkov:skip=CKV_DOCKER_2: a batch job, judged by its exit status
+ENTRYPOINT ["recsys"]
