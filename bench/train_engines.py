@@ -117,7 +117,10 @@ def measure(engine: str, interactions: int, args: argparse.Namespace) -> dict[st
     out, _ = proc.communicate()
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{engine} at {interactions} interactions exited {proc.returncode}")
+        # A failed engine is a result too (the JSON line still comes): on a loaded machine
+        # Spark's JVM can die while implicit's figures are fine.
+        print(f"{engine} {interactions}: exited {proc.returncode}", file=sys.stderr)
+        return {"interactions": interactions, "error": f"exited {proc.returncode}"}
     child = json.loads(out.strip().splitlines()[-1])
     result = {
         "interactions": interactions,
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in args.engines:
             row[engine] = measure(engine, n, args)
         implicit, spark = row.get("implicit"), row.get("spark")
-        if implicit and spark:
+        if implicit and spark and "error" not in implicit and "error" not in spark:
             row["spark_over_implicit_seconds"] = round(spark["seconds"] / implicit["seconds"], 2)
             row["spark_over_implicit_rss"] = round(
                 spark["peak_rss_mb"] / implicit["peak_rss_mb"], 2
