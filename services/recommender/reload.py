@@ -39,7 +39,10 @@ def warm_up(model: Model) -> None:
 
 
 def load_model(path: Path) -> Model:
-    model = Model.load(path)
+    # The class the artifact's config names: ALS, or an item-item family (item_model.py).
+    from services.recommender import item_model
+
+    model = item_model.load(path)
     warm_up(model)
     return model
 
