@@ -9,7 +9,7 @@ rating an interaction, no weight), and the two synthetic logs of ``recsys data s
 factor log); recsys_tools/data/synthetic_logs.py documents their structure.
 
     python -m bench.tune_quality            # budget 120 s a log
-    python -m bench.tune_quality --quick    # budget 15 s a log (about a minute and a half)
+    python -m bench.tune_quality --quick    # budget 30 s a log (about two and a half minutes)
 
 Ends with one JSON line: per log, each model's ``ndcg@10``, the tuned family, and the ratios
 ``tuned_vs_als_untuned`` and ``tuned_vs_item_knn`` (tuned NDCG@10 over theirs).
@@ -94,12 +94,13 @@ def measure(name: str, raw: Path, columns: str, budget: float, workdir: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="15 s tuning budget a log")
+    # Reading ML-100K and cutting its splits alone took 12 s at a load average of 50.
+    p.add_argument("--quick", action="store_true", help="30 s tuning budget a log")
     p.add_argument("--budget", type=float, default=None, help="tuning budget a log, seconds")
     p.add_argument("--logs", default="ml-100k,retail,lowrank")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    budget = args.budget or (15.0 if args.quick else 120.0)
+    budget = args.budget or (30.0 if args.quick else 120.0)
     results: dict[str, Any] = {"budget_s": budget, "load_avg_1m": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

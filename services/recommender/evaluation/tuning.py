@@ -159,8 +159,8 @@ def tune(
     remaining = time_budget_s - (clock() - started)
     if remaining <= 0:
         raise ConfigError(
-            f"--time-budget {time_budget_s:g}s is used up by the splits alone "
-            f"({clock() - started:.1f}s): give more time"
+            f"the time budget is used up before the first trial (splitting the log took "
+            f"{clock() - started:.1f}s): give --time-budget more time"
         )
     study.optimize(
         objective,
