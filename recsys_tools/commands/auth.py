@@ -90,8 +90,11 @@ def _run(args: argparse.Namespace) -> int:
     if not allow:
         print("error: give --role or --allow (what the client may call)", file=sys.stderr)
         return 2
+    path = Path(args.file)
+    if args.file.endswith(("/", os.sep)):  # "creds/": a directory, one file per client
+        path.mkdir(parents=True, exist_ok=True)
     file, token = add_client(
-        Path(args.file), args.name, allow, tls_name=args.tls_name or "", replace=args.replace
+        path, args.name, allow, tls_name=args.tls_name or "", replace=args.replace
     )
     who = f"certificate name {args.tls_name!r}" if args.tls_name else "a new token"
     print(f"{args.name}: {who} in {file}; allowed: {', '.join(sorted(set(allow)))}",
@@ -114,8 +117,8 @@ def register(sub: Any) -> None:
     )
     add.add_argument("name", help="the client's name, as logs and denials show it")
     add.add_argument("--file", required=True,
-                     help="credentials file to create or update, or a directory for "
-                          "<name>.json")  # fmt: skip
+                     help="credentials file to create or update, or a directory (an "
+                          "existing one, or a path ending in /) for <name>.json")  # fmt: skip
     add.add_argument("--role", action="append", default=[], choices=sorted(ROLES),
                      help="frontend: Recommend, SimilarItems, BatchRecommend; support: every "
                           "recommender method (Explain too); crm: Classify, ClassifyBatch; "
