@@ -17,12 +17,15 @@ missing) drives ``Recommend`` for random known users:
    between them (``--rounds`` each, median kept), so background load on the machine
    weighs on both alike. ``ratio`` = Recommend QPS / no-op QPS.
 4. with ``--auth``, in the same run, the same Recommend load against a third server with
-   ``AUTH_MODE=required`` (a credentials file of ``--auth-clients`` clients, every call
-   carrying a frontend's bearer token), alternated with the server without auth:
-   ``auth_qps_overhead`` = 1 - its max QPS / the plain server's, and
-   ``auth_p99_overhead`` = its p99 / the plain server's - 1, both at the same offered
-   rate (half the plain server's peak); medians over ``--rounds``. The issue's goal:
-   auth adds < 5% to the p99.
+   ``AUTH_MODE=required`` (a credentials file of ``--auth-clients`` clients), alternated
+   with the server without auth. Both get the same calls, a frontend's bearer token
+   included (the server without auth ignores it): ghz renders its metadata per call, on
+   the cores the servers use, so sending it to one side only measured ghz, not auth
+   (half the peak rate at a load average of 40). ``auth_qps_overhead`` = 1 - its max
+   QPS / the plain server's; ``auth_p99_overhead`` = its p99 / the plain server's - 1,
+   both at one offered rate (half the plain server's peak); medians over ``--rounds``.
+   ``auth_check_us``: the policy's decision alone (``recsys.grpc_auth.auth_refusal`` on
+   a stand-in context), microseconds per call. The issue's goal: auth adds < 5% to the p99.
 
 Without Go, a Python multiprocessing client stands in (documented in docs/benchmarks.md;
 it competes with the server for the same cores, so its figures are lower bounds).
@@ -213,14 +216,15 @@ class Driver:
     ) -> dict[str, Any]:
         """The same Recommend load with and without auth, alternated (``--rounds`` each):
         the peak rate of each, then both at one offered rate (half the plain server's
-        median peak), so the p99s compare like for like. Medians of the rounds."""
+        median peak), so the p99s compare like for like. Medians of the rounds. Both get
+        the token: the client's work is the same, only the server's check differs."""
         a = self.args
-        self.run(plain_target, users, template, a.warmup)
+        self.run(plain_target, users, template, a.warmup, metadata=metadata)
         self.run(auth_target, users, template, a.warmup, metadata=metadata)
         plain: list[LoadResult] = []
         auth: list[LoadResult] = []
         for n in range(a.rounds):
-            plain.append(self.run(plain_target, users, template, a.duration))
+            plain.append(self.run(plain_target, users, template, a.duration, metadata=metadata))
             auth.append(self.run(auth_target, users, template, a.duration, metadata=metadata))
             log(f"  round {n + 1}: no auth {plain[-1].summary()}")
             log(f"  round {n + 1}: auth    {auth[-1].summary()}")
@@ -229,7 +233,7 @@ class Driver:
         auth_half: list[LoadResult] = []
         for n in range(a.rounds):
             plain_half.append(self.run(plain_target, users, template, a.duration, rps=rate,
-                                       settle_s=a.settle))  # fmt: skip
+                                       settle_s=a.settle, metadata=metadata))  # fmt: skip
             auth_half.append(self.run(auth_target, users, template, a.duration, rps=rate,
                                       settle_s=a.settle, metadata=metadata))  # fmt: skip
             log(f"  half load ({rate}/s) round {n + 1}: no auth {plain_half[-1].summary()}")
@@ -252,6 +256,28 @@ class Driver:
             "auth_qps_overhead": round(1 - auth_qps / qps, 4) if qps else None,
             "auth_p99_overhead": round(auth_p99 / p99 - 1, 4) if p99 else None,
         }
+
+
+def auth_check_us(credentials: str, metadata: dict[str, str], calls: int = 20_000) -> float:
+    """Microseconds per call of the server's auth check alone (reading the metadata, the
+    token's SHA-256, comparing it with every client, the decision), best of five."""
+    import timeit
+
+    from recsys.auth import load_policy
+    from recsys.grpc_auth import auth_refusal
+
+    class Context:  # what auth_refusal reads of a grpc.aio context
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("user-agent", "grpc-go/1.0"), *metadata.items())
+
+    policy = load_policy(credentials)
+    method = "recsys.recommender.v1.RecommenderService/Recommend"
+    context = Context()
+    if auth_refusal(policy, method, context) is not None:
+        raise RuntimeError("the benchmark's token is refused")
+    best = min(timeit.repeat(lambda: auth_refusal(policy, method, context), number=calls,
+                             repeat=5))  # fmt: skip
+    return best / calls * 1e6
 
 
 def _median(values: list[float]) -> float:
@@ -340,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                         report["auth"] = driver.compare_auth(
                             srv.target, auth_srv.target, ml_users, template, metadata
                         )
+                    report["auth"]["auth_check_us"] = round(auth_check_us(creds, metadata), 2)
             report["ml100k"] = {"catalog_items": n_ml_items, **ml}
             report["noop"] = noop
             # ---- synthetic large catalog
@@ -374,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if "auth" in report:
         headline["auth_p99_overhead"] = report["auth"]["auth_p99_overhead"]
         headline["auth_qps_overhead"] = report["auth"]["auth_qps_overhead"]
+        headline["auth_check_us"] = report["auth"]["auth_check_us"]
         headline["auth_clients"] = args.auth_clients
     if "large" in report:
         headline["large"] = {
