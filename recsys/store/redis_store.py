@@ -311,7 +311,7 @@ class RedisFeatureStore:
         unpack, the two float texts, a cached entry head, one ``extend``.
         """
         cfg = self.config
-        per_user: dict[str, list[str]] = {}
+        per_user: dict[str, list[_Event]] = {}
         heads = self._entry_heads
         if len(heads) > _CACHE_MAX:
             heads.clear()
@@ -333,7 +333,7 @@ class RedisFeatureStore:
             group = per_user.get(user_id)
             if group is None:
                 group = per_user[user_id] = []
-            group += (event_id, item_id, w, t, event_type, f"{head}{entry_ts}}}")
+            group.append((event_id, item_id, w, t, event_type, f"{head}{entry_ts}}}"))
         head_args = [
             _num(now),
             _num(now - cfg.dedup_window_s),
@@ -355,14 +355,15 @@ class RedisFeatureStore:
             maintained.clear()
         every = cfg.user_ttl_s / 100.0
         slack = max(1, cfg.dedup_max_user // 10)
-        due: set[str] = set()
+        counts: dict[str, str] = {}  # per user: its event count, negative when due
         for user_id, group in per_user.items():
             state = maintained.get(user_id)
-            n = len(group) // 6
+            n = len(group)
             if state is None or now - state[0] >= every or state[1] + n > slack:
-                due.add(user_id)
+                counts[user_id] = f"-{n}"
             else:
                 state[1] += n
+                counts[user_id] = str(n)
         limit = self.max_events_per_script
         calls: list[tuple[str, bool, list[str]]] = []  # (mode, user keys?, users)
 
@@ -370,7 +371,7 @@ class RedisFeatureStore:
             members: list[str] = []
             size = 0
             for user_id in users:
-                n = len(per_user[user_id]) // 6
+                n = len(per_user[user_id])
                 if members and size + n > limit:
                     calls.append((mode, with_users, members))
                     members, size = [], 0
@@ -390,7 +391,7 @@ class RedisFeatureStore:
             for users in by_slot.values():
                 chunk(users, _USER_ONLY, True)
             chunk(list(per_user), _GLOBAL_ONLY, False)  # the global part: its own slot
-        return _BatchCalls(self, per_user, calls, head_args, due, now)
+        return _BatchCalls(self, per_user, calls, head_args, counts, now)
 
     @_store_errors
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
@@ -677,17 +678,8 @@ _GLOBAL_ONLY = "2"  # global part only, with its own dedup (Redis Cluster's {g} 
 _GLOBAL_KEYS = {_USER_ONLY: 0, _FUSED: 2, _GLOBAL_ONLY: 3}
 
 
-def _group_resp(group: list[str]) -> str:
-    """RESP bulk strings of a user's event strings (six per event), one f-string per event."""
-    parts = [
-        f"${len(a)}\r\n{a}\r\n${len(b)}\r\n{b}\r\n${len(c)}\r\n{c}\r\n"
-        f"${len(d)}\r\n{d}\r\n${len(e)}\r\n{e}\r\n${len(f)}\r\n{f}\r\n"
-        for a, b, c, d, e, f in zip(*[iter(group)] * 6, strict=True)
-    ]
-    text = "".join(parts)
-    if text.isascii():
-        return text
-    return "".join(map(_bulk, group))  # lengths in bytes, not characters
+#: one event's six script arguments: id, item, weight, ts, type, recent-list entry
+_Event = tuple[str, str, str, str, str, str]
 
 
 class _BatchCalls:
@@ -702,26 +694,21 @@ class _BatchCalls:
     def __init__(
         self,
         store: RedisFeatureStore,
-        per_user: dict[str, list[str]],
+        per_user: dict[str, list[_Event]],
         calls: list[tuple[str, bool, list[str]]],
         head: list[str],
-        due: set[str],
+        counts: dict[str, str],
         now: float,
     ) -> None:
         self._store = store
         self._per_user = per_user
         self._calls = calls
         self._head = head
-        self._due = due
+        self._counts = counts
         self._now = now
 
     def __len__(self) -> int:
         return len(self._calls)
-
-    def _count(self, user_id: str) -> str:
-        """A group's event count, negative when the user's maintenance is due."""
-        n = len(self._per_user[user_id]) // 6
-        return f"-{n}" if user_id in self._due else str(n)
 
     def _keys(self, mode: str, with_users: bool, users: list[str]) -> list[str]:
         keys = self._store.keys
@@ -744,18 +731,29 @@ class _BatchCalls:
             call_keys = self._keys(mode, with_users, users)
             call = ["EVALSHA", sha, str(len(call_keys)), *call_keys, *self._head, mode]
             for user_id in users:
-                call.append(self._count(user_id))
-                call += self._per_user[user_id]
+                call.append(self._counts[user_id])
+                for event in self._per_user[user_id]:
+                    call += event
             out.append(call)
         return out
 
     def packed(self) -> tuple[bytes, int]:
+        """The calls as one RESP text: one f-string per event, lengths counted in
+        characters, which are the bytes for ASCII; a batch with any other character is
+        rebuilt argument by argument with byte lengths."""
+        text = self._packed(fast=True)
+        if not text.isascii():
+            text = self._packed(fast=False)
+        return text.encode("utf-8"), len(self._calls)
+
+    def _packed(self, fast: bool) -> str:
         store = self._store
         keys = store.keys
         cache = store._user_resp
         if len(cache) > _CACHE_MAX:
             cache.clear()
         per_user = self._per_user
+        counts = self._counts
         sha_resp = _bulk(store._sha["batch"])
         head_resp = "".join(map(_bulk, self._head))
         parts: list[str] = []
@@ -763,7 +761,7 @@ class _BatchCalls:
         for mode, with_users, users in self._calls:
             global_keys = self._keys(mode, False, users)
             nkeys = len(global_keys) + (4 * len(users) if with_users else 0)
-            nargs = 3 + nkeys + len(self._head) + 1 + sum(1 + len(per_user[u]) for u in users)
+            nargs = 3 + nkeys + len(self._head) + 1 + sum(1 + 6 * len(per_user[u]) for u in users)
             append(f"*{nargs}\r\n$7\r\nEVALSHA\r\n{sha_resp}{_bulk(str(nkeys))}")
             append("".join(map(_bulk, global_keys)))
             if with_users:
@@ -780,9 +778,18 @@ class _BatchCalls:
             append(head_resp)
             append(f"$1\r\n{mode}\r\n")
             for user_id in users:
-                append(_bulk(self._count(user_id)))
-                append(_group_resp(per_user[user_id]))
-        return "".join(parts).encode("utf-8"), len(self._calls)
+                count = counts[user_id]
+                append(f"${len(count)}\r\n{count}\r\n")
+                if fast:
+                    for a, b, c, d, e, f in per_user[user_id]:
+                        append(
+                            f"${len(a)}\r\n{a}\r\n${len(b)}\r\n{b}\r\n${len(c)}\r\n{c}\r\n"
+                            f"${len(d)}\r\n{d}\r\n${len(e)}\r\n{e}\r\n${len(f)}\r\n{f}\r\n"
+                        )
+                else:
+                    for event in per_user[user_id]:
+                        append("".join(map(_bulk, event)))
+        return "".join(parts)
 
     def outcome(self, replies: list[Any], events: int) -> ApplyResult:
         """The batch's result from its replies (one per call, in order); the users whose
