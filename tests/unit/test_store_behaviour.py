@@ -377,10 +377,14 @@ def test_script_arguments_carry_each_event_once_with_the_exact_recent_entry() ->
         rest = rest[1 + 6 * n :]
     assert [len(g) for g in groups] == [12, 12, 12]  # six strings per event, grouped per user
     flat = [tuple(g[i : i + 6]) for g in groups for i in range(0, len(g), 6)]
-    # the RESP the standalone path sends is these arguments, byte for byte
+    # the RESP the standalone path sends is these arguments, byte for byte: with a
+    # non-ASCII character (lengths in bytes) and without (the one-f-string-per-event path)
     packed, count = calls.packed()
     assert count == 1
     assert packed == resp_command(*call).encode("utf-8")
+    ascii_calls = store._batch_commands([e for e in batch if e.item_id.isascii()], T0)
+    (ascii_call,) = ascii_calls.args()
+    assert ascii_calls.packed() == (resp_command(*ascii_call).encode("ascii"), 1)
     for ev, (event_id, item, weight, ts, kind, entry) in zip(batch, flat, strict=True):
         assert (event_id, item, kind) == (ev.event_id, ev.item_id, ev.event_type)
         assert float(weight) == ev.weight and float(ts) == ev.ts
