@@ -17,6 +17,7 @@ vector): fine up to a few hundred thousand items.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -146,6 +147,27 @@ class ItemItemModel(Model):
         best = best[np.isfinite(sims[best])]
         return [self.item_ids[int(r)] for r in best], sims[best]
 
+    def _rank_rows(
+        self, vector: np.ndarray, k: int, exclude_rows: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.item_scores(vector)[rows]
+        if exclude_rows.size:
+            scores[np.isin(rows, exclude_rows)] = -np.inf
+        best = top_k(scores, k)
+        return rows[best], scores[best]
+
+    def save(
+        self,
+        store: str | os.PathLike[str],
+        *,
+        make_current: bool = True,
+        index_min_items: int = 0,
+    ) -> str:
+        """Published without an ANN index at any size: the index searches factor vectors,
+        and an item-item model has none (it scores the whole catalogue exactly)."""
+        del index_min_items
+        return super().save(store, make_current=make_current, index_min_items=sys.maxsize)
+
     def to_artifact(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, json_files = super().to_artifact()
         arrays["item_item_indptr"] = np.asarray(self.w.indptr, dtype=np.int64)
@@ -154,7 +176,8 @@ class ItemItemModel(Model):
         return arrays, json_files
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ItemItemModel:
+    def load(cls, path: str | os.PathLike[str], *, expansion: int = 200) -> ItemItemModel:
+        del expansion  # no ANN index: see :meth:`save`
         base = Model.load(path)
         reader = artifact.ArtifactReader(path)
         n = base.n_items
@@ -183,13 +206,14 @@ class ItemItemModel(Model):
         )
 
 
-def load(path: str | os.PathLike[str]) -> Model:
-    """The model at ``path``, of the class its config names (ALS when it names none)."""
+def load(path: str | os.PathLike[str], *, expansion: int = 200) -> Model:
+    """The model at ``path``, of the class its config names (ALS when it names none);
+    ``expansion`` is the ALS model's ANN search beam (an item-item model has no index)."""
     reader = artifact.ArtifactReader(path)
     family = reader.json("config").get("family", "als")
     if family in families.ITEM_ITEM:
         return ItemItemModel.load(path)
-    return Model.load(path)
+    return Model.load(path, expansion=expansion)
 
 
 def train(
