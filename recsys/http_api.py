@@ -77,6 +77,10 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 #: (method, gRPC code name, seconds): how a service counts a finished HTTP call.
 Observer = Callable[[str, str, float], None]
+#: (method, request headers with lower-case names) -> None to go on, or the refusal
+#: (UNAUTHENTICATED, PERMISSION_DENIED...): where a service plugs in the same bearer-token
+#: check its gRPC interceptor makes, so that HTTP is never a way around it.
+Authorizer = Callable[[str, dict[str, str]], "Refusal | None"]
 
 
 def error_body(code: grpc.StatusCode, message: str) -> dict[str, Any]:
@@ -257,6 +261,7 @@ def json_app(
     ready: Callable[[], bool],
     observe: Observer | None = None,
     extra_routes: Sequence[Route] = (),
+    authorize: Authorizer | None = None,
 ) -> ASGIApp:
     """The Starlette app: one POST route per RPC, ``/healthz`` (the process answers),
     ``/readyz`` (200 only while the service is SERVING, like gRPC health) and the OpenAPI
@@ -303,7 +308,6 @@ def json_app(
     fallback = Starlette(routes=starlette_routes,
                          exception_handlers={404: not_found, 405: not_allowed})  # fmt: skip
     by_path = {r.path: r for r in routes}
-    json_headers = [(b"content-type", b"application/json")]
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         """The RPC routes straight on ASGI; everything else through Starlette.
@@ -316,6 +320,16 @@ def json_app(
         if route is None or scope["method"] != "POST":
             await fallback(scope, receive, send)
             return
+        if authorize is not None:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope["headers"]}  # fmt: skip
+            refused = authorize(route.method, headers)
+            if refused is not None:
+                if observe is not None:
+                    observe(route.method, refused[0].name, 0.0)
+                status, payload = _error(*refused)
+                await _respond(send, status, payload)
+                return
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -335,16 +349,16 @@ def json_app(
             if not message.get("more_body", False):
                 status, payload = answer(route, b"".join(chunks), observe)
                 break
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*json_headers, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _respond(send, status, payload)
 
     return app
+
+
+async def _respond(send: Any, status: int, payload: bytes) -> None:
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 # ----------------------------------------------------------------------------- OpenAPI

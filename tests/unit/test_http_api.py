@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import MutableMapping
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +18,7 @@ from recsys.http_api import (
     HTTP_STATUS,
     UnaryRoute,
     answer,
+    json_app,
     message_encoder,
     openapi_document,
     parse_request,
@@ -148,3 +152,44 @@ def test_the_fast_encoder_keeps_optional_presence(sentiment: float | None) -> No
                                 contributions=[pb.Contribution(item_id="j", weight=0.1)],
                                 sentiment_average=sentiment)  # fmt: skip
     assert message_encoder(answer.DESCRIPTOR)(answer) == json_format.MessageToDict(answer)
+
+
+def test_the_authorizer_refuses_before_the_body_is_read_or_the_handler_runs() -> None:
+    calls: list[str] = []
+
+    def handler(request: pb.RecommendRequest) -> pb.RecommendResponse:
+        calls.append(request.user_id)
+        return pb.RecommendResponse(user_id=request.user_id)
+
+    def authorize(method: str, headers: dict[str, str]) -> tuple[grpc.StatusCode, str] | None:
+        if headers.get("authorization") != "Bearer good":
+            return grpc.StatusCode.UNAUTHENTICATED, f"{method} needs a bearer token"
+        return None
+
+    route = UnaryRoute("/v1/x:recommend", "Recommend", pb.RecommendRequest,
+                       pb.RecommendResponse, handler)  # fmt: skip
+    app = json_app([route], title="t", version="v1", ready=lambda: True, authorize=authorize)
+
+    def call(headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b'{"userId": "u1"}', "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        async def run() -> None:
+            await app(scope, receive, send)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/x:recommend",
+                 "headers": headers}  # fmt: skip
+        asyncio.run(run())
+        return int(sent[0]["status"]), json.loads(sent[1]["body"])
+
+    status, body = call([])
+    assert (status, body["error"]["status"]) == (401, "UNAUTHENTICATED")
+    assert call([(b"Authorization", b"Bearer bad")])[0] == 401
+    assert calls == []
+    assert call([(b"Authorization", b"Bearer good")]) == (200, {"userId": "u1"})
+    assert calls == ["u1"]
