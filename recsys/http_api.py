@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -493,12 +494,21 @@ class HttpServer:
     """
 
     def __init__(self, app: ASGIApp, sock: socket.socket, loop: asyncio.AbstractEventLoop,
-                 *, grace_s: float) -> None:  # fmt: skip
+                 *, grace_s: float, tls: tuple[str, str, str] | None = None) -> None:  # fmt: skip
+        """``tls``: (certificate chain, private key, client CA or "") files, as the gRPC
+        port uses them; with a client CA, clients must present a certificate it signed."""
         self.sock = sock
         self.port = int(sock.getsockname()[1])
         self.loop = loop
+        ssl_options: dict[str, Any] = {}
+        if tls is not None:
+            cert, key, client_ca = tls
+            ssl_options = {"ssl_certfile": cert, "ssl_keyfile": key}
+            if client_ca:
+                ssl_options.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
         config = uvicorn.Config(
             app,
+            **ssl_options,
             loop="none",
             http="httptools",
             lifespan="off",

@@ -36,8 +36,10 @@ def build(settings: ConsoleSettings) -> tuple[uvicorn.Server, Backends, grpc.Cha
     store = open_store(settings.redis_url, prefix=settings.key_prefix,
                        timeout_s=settings.redis_timeout_s, check=False)  # fmt: skip
     channel = grpc.insecure_channel(settings.recommender_target)
+    token = settings.recommender_token
     backends = Backends(store, pb_grpc.RecommenderServiceStub(channel),
-                        Scraper(settings.scrape, settings.scrape_timeout_s))  # fmt: skip
+                        Scraper(settings.scrape, settings.scrape_timeout_s),
+                        (("authorization", f"Bearer {token}"),) if token else ())  # fmt: skip
     config = uvicorn.Config(create_app(settings, backends), http="httptools", lifespan="off",
                             access_log=False, log_config=None,
                             timeout_graceful_shutdown=math.ceil(settings.grace_s))  # fmt: skip

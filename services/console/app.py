@@ -95,6 +95,8 @@ class Backends:
     store: FeatureStore
     recommender: pb_grpc.RecommenderServiceStub
     scraper: Scraper
+    #: sent with every recommender call (``CONSOLE_RECOMMENDER_TOKEN``); empty: none
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 def _rpc_error(exc: grpc.RpcError) -> str:
@@ -119,12 +121,16 @@ def user_view(settings: ConsoleSettings, b: Backends, user_id: str) -> dict[str,
     except RecsysError as exc:
         out["errors"].append(f"feature store: {exc}")
     try:
-        answer = b.recommender.Recommend(pb.RecommendRequest(user_id=user_id, k=settings.k),
-                                         timeout=settings.rpc_timeout_s)  # fmt: skip
+        answer = b.recommender.Recommend(
+            pb.RecommendRequest(user_id=user_id, k=settings.k),
+            timeout=settings.rpc_timeout_s,
+            metadata=b.metadata,
+        )
         explains = [
             b.recommender.Explain.future(
                 pb.ExplainRequest(user_id=user_id, item_id=i.item_id, k=3),
                 timeout=settings.rpc_timeout_s,
+                metadata=b.metadata,
             )
             for i in answer.items
         ]
@@ -181,7 +187,7 @@ def create_app(settings: ConsoleSettings, backends: Backends) -> Starlette:
         try:
             answer = backends.recommender.Explain(
                 pb.ExplainRequest(user_id=user_id, item_id=item_id),
-                timeout=settings.rpc_timeout_s)  # fmt: skip
+                timeout=settings.rpc_timeout_s, metadata=backends.metadata)  # fmt: skip
             out["score"] = answer.score
             out["contributions"] = [(c.item_id, c.weight) for c in answer.contributions]
             out["model_version"] = answer.model_version
@@ -197,7 +203,7 @@ def create_app(settings: ConsoleSettings, backends: Backends) -> Starlette:
         try:
             answer = backends.recommender.SimilarItems(
                 pb.SimilarItemsRequest(item_id=item_id, k=settings.k),
-                timeout=settings.rpc_timeout_s)  # fmt: skip
+                timeout=settings.rpc_timeout_s, metadata=backends.metadata)  # fmt: skip
             out["similar"] = [(i.item_id, i.score) for i in answer.items]
             out["model_version"] = answer.model_version
         except grpc.RpcError as exc:

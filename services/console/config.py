@@ -42,6 +42,10 @@ class ConsoleSettings:
     port: int = 8090
     metrics_port: int = 9103
     recommender_target: str = "127.0.0.1:50051"
+    # The recommender refuses calls without credentials unless AUTH_MODE=off: the console is
+    # a client like any other, with a token whose client may call Recommend, SimilarItems
+    # and Explain (docs/recommender.md, "Authentication").
+    recommender_token: str = field(default="", repr=False)
     scrape: tuple[tuple[str, str], ...] = field(
         default_factory=lambda: parse_scrape(DEFAULT_SCRAPE)
     )
@@ -84,6 +88,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
         port=env_int(env, "CONSOLE_PORT", 8090, minimum=0, maximum=65535),
         metrics_port=env_int(env, "METRICS_PORT", 9103, minimum=0, maximum=65535),
         recommender_target=env_str(env, "CONSOLE_RECOMMENDER_TARGET", "127.0.0.1:50051"),
+        recommender_token=env_str(env, "CONSOLE_RECOMMENDER_TOKEN", "", allow_empty=True),
         scrape=parse_scrape(env_str(env, "CONSOLE_SCRAPE", DEFAULT_SCRAPE, allow_empty=True)),
         token=env_str(env, "CONSOLE_TOKEN", "", allow_empty=True),
         k=env_int(env, "CONSOLE_K", 10, minimum=1, maximum=100),

@@ -10,13 +10,21 @@ server's event loop (``__main__.listen``).
 
 from __future__ import annotations
 
+import grpc
 from starlette.types import ASGIApp
 
+from recsys.auth import Policy
+from recsys.grpc_requests import Refusal
 from recsys.health import HealthState
-from recsys.http_api import UnaryRoute, json_app
+from recsys.http_api import Authorizer, UnaryRoute, json_app
 from recsys.recommender.v1 import recommender_pb2 as pb
 from services.recommender import metrics
-from services.recommender.server import RecommenderServicer, similar_query, similar_response
+from services.recommender.server import (
+    SERVICE_NAME,
+    RecommenderServicer,
+    similar_query,
+    similar_response,
+)
 
 COLLECTION = "/v1/recommender"
 
@@ -44,6 +52,22 @@ def observe(method: str, code: str, seconds: float) -> None:
     metrics.HTTP_LATENCY.labels(method).observe(seconds)
 
 
+def authorizer(policy: Policy) -> Authorizer:
+    """The gRPC server's credentials check for HTTP: the same policy, the same
+    ``Authorization: Bearer`` value, the same refusals and auth counter. Only tokens: the
+    HTTP listener reads no client certificate names."""
+
+    def authorize(method: str, headers: dict[str, str]) -> Refusal | None:
+        denial = policy.decide(f"{SERVICE_NAME}/{method}", headers.get("authorization"))
+        if denial is None:
+            return None
+        metrics.AUTH_DENIED.labels(method, denial.reason).inc()
+        code = grpc.StatusCode[denial.status]
+        return code, denial.message
+
+    return authorize
+
+
 def create_app(servicer: RecommenderServicer, health: HealthState) -> ASGIApp:
     return json_app(
         routes(servicer),
@@ -51,4 +75,5 @@ def create_app(servicer: RecommenderServicer, health: HealthState) -> ASGIApp:
         version="v1",
         ready=lambda: health.serving,
         observe=observe,
+        authorize=None if servicer.auth is None else authorizer(servicer.auth),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys.auth import REASONS as AUTH_REASONS
 from recsys.grpc_status import ANSWERED_CODES
 from recsys.recommender.v1 import recommender_pb2
 from services.recommender.model import (
@@ -80,6 +81,12 @@ HTTP_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+AUTH_DENIED = Counter(
+    "recsys_recommender_auth_denied_total",
+    "Calls refused by authentication or authorisation, by method and reason "
+    "(missing, malformed, unknown: UNAUTHENTICATED; forbidden: PERMISSION_DENIED).",
+    ["method", "reason"],
+)
 REDIS_UP = Gauge(
     "recsys_recommender_redis_up",
     "1 when the last Redis call of every worker succeeded (min over workers).",
@@ -93,6 +100,8 @@ for _method in METHODS:
     for _code in ANSWERED_CODES:
         REQUESTS.labels(_method, _code.name)
         HTTP_REQUESTS.labels(_method, _code.name)
+    for _reason in AUTH_REASONS:
+        AUTH_DENIED.labels(_method, _reason)
 for _method in DEGRADED_METHODS:
     DEGRADED.labels(_method)
 for _source in (SOURCE_FOLDIN, SOURCE_MODEL, SOURCE_TRENDING, SOURCE_POPULAR):

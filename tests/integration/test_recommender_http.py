@@ -6,6 +6,7 @@ gRPC answers for the same request (the items, or the status its error maps to).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -201,3 +202,41 @@ def test_a_body_over_the_limit_and_a_wrong_method_are_refused(running: Running) 
     assert code == 405 and answer["error"]["message"]
     # the server is still there
     assert post(running.http.port, "/v1/recommender:recommend", {"userId": "u0", "k": 2})[0] == 200
+
+
+def test_http_makes_the_grpc_servers_credentials_check(
+    redis_url: str, key_prefix: str, model_store: Path
+) -> None:
+    from dataclasses import replace
+
+    from recsys.auth import AuthSettings, Client, Policy
+
+    service = "recsys.recommender.v1.RecommenderService"
+    policy = Policy([
+        Client("frontend", frozenset({f"{service}/Recommend"}), hashlib.sha256(b"fe").digest()),
+    ])  # fmt: skip
+    settings = replace(settings_for(redis_url, key_prefix, model_store),
+                       auth=AuthSettings("required", "", policy))  # fmt: skip
+    server = start(settings)
+    try:
+        port = server.http.port
+        body = json.dumps({"userId": "u0", "k": 2}).encode()
+
+        def call(path: str, token: str | None) -> tuple[int, dict[str, Any]]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                             headers=headers)  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    return int(reply.status), json.loads(reply.read())
+            except urllib.error.HTTPError as err:
+                return int(err.code), json.loads(err.read())
+
+        assert call("/v1/recommender:recommend", None)[0] == 401
+        assert call("/v1/recommender:recommend", "wrong")[0] == 401
+        assert call("/v1/recommender:recommend", "fe")[0] == 200
+        # allowed Recommend only: Explain is forbidden to this client, over HTTP as over gRPC
+        code, answer = call("/v1/recommender:explain", "fe")
+        assert (code, answer["error"]["status"]) == (403, "PERMISSION_DENIED")
+    finally:
+        stop_running(server, 0.5)
