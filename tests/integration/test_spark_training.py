@@ -100,6 +100,7 @@ def test_spark_trained_model_is_served_by_the_recommender(
         host="127.0.0.1",
         grpc_port=0,
         metrics_port=0,
+        http_port=0,
         workers=1,
         threads=4,
         startup_timeout_s=30.0,
