@@ -94,7 +94,7 @@ class TcpProxy:
                 if mode == "delay" and delay > 0:
                     time.sleep(delay)
                 dst.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: closed under us (heal, stop)
             pass
         finally:
             for sock in (src, dst):
