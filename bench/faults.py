@@ -190,10 +190,12 @@ def _applied(suite: Suite, names: StackNames) -> int | None:
 
 
 def _resumed_after(
-    suite: Suite, names: StackNames, since: float, timeout_s: float = 120.0
-) -> float:
+    suite: Suite, names: StackNames, since: float, timeout_s: float = 60.0
+) -> float | None:
     """Seconds from ``since`` until the applied-events counter moves again (the events
-    pipeline's outage as its output shows it); the stream must still be flowing."""
+    pipeline's outage as its output shows it); None when it did not move within
+    ``timeout_s`` (the rest of the stream was applied before the fault, or, without
+    REDIS_WAIT_REPLICAS, applied, committed and lost with the primary)."""
     start = _applied(suite, names)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -203,7 +205,7 @@ def _resumed_after(
         if start is None:
             start = now
         time.sleep(0.05)
-    raise TimeoutError(f"no event applied within {timeout_s:.0f} s of the fault")
+    return None
 
 
 def _kafka_leader_kill(suite: Suite) -> CaseResult:

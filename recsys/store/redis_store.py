@@ -169,6 +169,8 @@ class RedisFeatureStore:
         self.max_events_per_script = max_events_per_script
         # WAIT after every write batch (see _waited): 0 = never, today's behaviour.
         self.wait_replicas = wait_replicas
+        # A redis+sentinel:// client: its connections find the primary in connect().
+        self._sentinel = hasattr(getattr(client, "connection_pool", None), "get_master_address")
         self.wait_timeout_ms = wait_timeout_ms
         self._rate = decay_rate(self.config.trending_half_life_s)
         self._sources = script_sources()
@@ -643,6 +645,10 @@ class RedisFeatureStore:
         read = conn.read_response
         for attempt in (0, 1):
             try:
+                if self._sentinel:
+                    # send_packed_command connects to the connection's own host/port;
+                    # connect() is where a Sentinel-managed one asks for the primary.
+                    conn.connect()
                 conn.send_packed_command([packed])
                 return read(), read(), read(), read()
             except redis.exceptions.ConnectionError:

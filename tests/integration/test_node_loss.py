@@ -63,6 +63,7 @@ def test_store_follows_the_sentinel_failover(
     try:
         first = _events(20)
         store.apply_events(first)
+        assert store.get_serving_state("u0").weights  # read through the Sentinel's primary
         sentinel_set.wait_replicas(1, 10)  # the first batch is on the replica too
         old = sentinel_set.current_primary_port()
         sentinel_set.kill_primary()
@@ -71,6 +72,18 @@ def test_store_follows_the_sentinel_failover(
         _apply_until_ok(store, _events(10, start=20))
         # Same keys (schema untouched), now on the promoted replica: all 30 counted once.
         assert sum(store.counters().values()) == 30
+        # The recommender's read path (its own per-thread connection) follows it too; a
+        # read may fail while its old connection is found dead (the service answers
+        # degraded then), the next ones reach the new primary.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert store.get_serving_state("u0").weights
+                break
+            except StoreUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         again = store.apply_events(first)  # replayed: dedup survived the failover
         assert again.user_applied == 0
     finally:
