@@ -81,9 +81,9 @@ ALLOWED_CODES = {"OK", "UNAVAILABLE"}
 #: Node losses and network faults: a call may also run into its deadline.
 NODE_CASES = ("kafka_leader_kill", "redis_primary_kill", "redis_latency")
 NODE_ALLOWED_CODES = {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
-#: What redis_primary_kill freezes the replica for before the kill: the writes of that
-#: window exist on the primary only (asynchronous replication's loss window, widened
-#: from the sub-millisecond it is on an idle loopback to something a run can measure).
+#: What redis_primary_kill freezes the replica for before the kill. Meant to widen the
+#: asynchronous-replication window, but SIGSTOP leaves the stream in the replica's socket
+#: buffer, so the run without WAIT has not lost writes (docs/faults.md, limitation).
 REPLICA_FREEZE_S = 1.5
 
 
