@@ -38,8 +38,11 @@ def warm_up(model: Model) -> None:
         model.popular(min(10, model.n_items))
 
 
-def load_model(path: Path) -> Model:
-    model = Model.load(path)
+def load_model(path: Path, expansion: int = 200) -> Model:
+    # The class the artifact's config names: ALS, or an item-item family (item_model.py).
+    from services.recommender import item_model
+
+    model = item_model.load(path, expansion=expansion)
     warm_up(model)
     return model
 
