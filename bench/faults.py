@@ -421,7 +421,8 @@ def _run_stack(suite: Suite, case: str, node: NodeFault | None = None) -> CaseRe
             watchdog.join(10)
             result.counts["stall_restarts"] = dict(watchdog.restarts)
         client.stop_event.set()
-        client.join(10)
+        if client.is_alive():  # a start-up failure leaves it unstarted: join() would raise
+            client.join(10)
         for p in producers:
             p.stop_event.set()
         exits = {svc.name: svc.stop(timeout_s=30) for svc in services}
