@@ -175,6 +175,7 @@ def prepare(
 ) -> Prepared | None:
     """Load the model and wait for Redis (None when stopped first)."""
     from services.recommender import artifact, metrics
+    from services.recommender.ann import SearchSettings
     from services.recommender.reload import ModelHolder, ModelWatcher, load_model
     from services.recommender.service import Limits, RecommenderService, StateReader
 
@@ -185,7 +186,7 @@ def prepare(
 
     def loaded() -> Any:
         path = artifact.resolve(settings.model_dir)  # NotFoundError until a model is published
-        return load_model(path)
+        return load_model(path, settings.ann_expansion)
 
     try:
         model = _wait_until(f"a model in {settings.model_dir}", loaded, settings, stop)
@@ -220,11 +221,14 @@ def prepare(
         trending_cache_s=settings.trending_cache_s,
         trending_overfetch=settings.trending_overfetch,
         redis_retry_s=settings.redis_retry_s,
+        ann_min_items=settings.ann_min_items,
+        ann=SearchSettings(settings.ann_fetch, settings.ann_exact_below),
     )
     watcher = ModelWatcher(
         settings.model_dir,
         holder,
         interval_s=settings.reload_interval_s,
+        loader=lambda path: load_model(path, settings.ann_expansion),
         on_error=lambda version, exc: metrics.RELOADS.labels(metrics.RELOAD_FAILED).inc(),
     )
     service = RecommenderService(holder.get, reader, limits)
