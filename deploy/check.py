@@ -428,6 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(args_list)
     if not in_tools_env():
+        if os.environ.get(IN_TOOLS_ENV) == "1":
+            # Already the tools venv's own run, yet its packages do not import (an install
+            # that failed or another run replacing it): starting it again would recurse
+            # without end, one waiting process per level.
+            print(f"deploy-check: {sys.executable} lacks the validation tools; remove "
+                  f"{tools_venv()} and run again", file=sys.stderr)  # fmt: skip
+            return 2
         venv = ensure_tools()
         env = {**os.environ, IN_TOOLS_ENV: "1", "PYTHONPATH": str(REPO)}
         child = [
