@@ -125,8 +125,10 @@ def ghz_report(
     rps: int = 0,
     cpus: int = 1,
     call: str = RECOMMEND,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One ghz run's JSON report (with per-request ``details``); ``rps=0``: unpaced."""
+    """One ghz run's JSON report (with per-request ``details``); ``rps=0``: unpaced;
+    ``metadata`` is sent with every call (the bearer token of an auth run)."""
     args = [
         ghz, "--insecure", "--proto", str(ROOT / "protos" / PROTO),
         "--import-paths", str(ROOT / "protos"), "--call", call,
@@ -135,6 +137,8 @@ def ghz_report(
     ]  # fmt: skip
     if rps:
         args += ["--rps", str(rps)]
+    if metadata:
+        args += ["--metadata", json.dumps(metadata)]
     # ghz shares the two cores with the server: a tenth as many Go GC cycles (its heap is
     # small) takes them out of the measured tail (docs/benchmarks.md, History, "Where the
     # half-load tail came from")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from recsys.auth import load_auth_settings
 from recsys.errors import ConfigError, PermissionDeniedError, RecsysError
 from recsys.health import HealthState
 from recsys.log import configure_logging
@@ -111,11 +112,14 @@ def listen(settings: RecommenderSettings) -> Running:
     from services.recommender.server import SERVICE_NAME, RecommenderServicer, create_server
 
     health = HealthState([SERVICE_NAME])
-    servicer = RecommenderServicer(noop=settings.noop)
+    servicer = RecommenderServicer(noop=settings.noop, auth=settings.auth.policy)
     server, port = create_server(settings, servicer, health)
     server.start()
     log.info("recommender listening", extra={"grpc_port": port, "pid": os.getpid(),
-                                             "tls": settings.tls is not None})  # fmt: skip
+                                             "tls": settings.tls is not None,
+                                             "auth": settings.auth.mode})  # fmt: skip
+    if not settings.auth.enabled:
+        log.warning("AUTH_MODE=off: every caller may call every method (local demo only)")
     return Running(server, port, health, servicer)
 
 
@@ -386,7 +390,7 @@ def _mark_dead(proc: BaseProcess) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     del argv  # configuration comes from the environment only
     try:
-        settings = load_settings()
+        settings = replace(load_settings(), auth=load_auth_settings())
     except RecsysError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

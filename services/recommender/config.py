@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys.auth import AUTH_OFF, AuthSettings
 from recsys.errors import ConfigError
 from recsys.settings import (
     DEFAULT_REDIS_URL,
@@ -104,6 +105,9 @@ class RecommenderSettings:
     max_connection_age_s: float = 300.0
     noop: bool = False
     tls: TlsSettings | None = None
+    # Filled by ``__main__`` from ``recsys.auth.load_auth_settings`` (AUTH_MODE defaults
+    # to required there); a settings object built in code (tests) starts with auth off.
+    auth: AuthSettings = AUTH_OFF
 
     def __post_init__(self) -> None:
         if not self.model_dir:
