@@ -152,15 +152,26 @@ class RedisFeatureStore:
         *,
         cluster: bool = False,
         max_events_per_script: int = DEFAULT_MAX_EVENTS_PER_SCRIPT,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         if max_events_per_script < 1:
             raise ValueError("max_events_per_script must be positive")
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError("wait_replicas must be >= 0 and wait_timeout_ms positive")
+        if wait_replicas and cluster:
+            raise ValueError("wait_replicas is not supported on a Redis Cluster client")
         self.client = client
         self.acl_user = _acl_user(client)
         self.keys = keys or KeySchema()
         self.config = config or StoreConfig()
         self.cluster = cluster
         self.max_events_per_script = max_events_per_script
+        # WAIT after every write batch (see _waited): 0 = never, today's behaviour.
+        self.wait_replicas = wait_replicas
+        # A redis+sentinel:// client: its connections find the primary in connect().
+        self._sentinel = hasattr(getattr(client, "connection_pool", None), "get_master_address")
+        self.wait_timeout_ms = wait_timeout_ms
         self._rate = decay_rate(self.config.trending_half_life_s)
         self._sources = script_sources()
         self._sha: dict[str, str] = {}
@@ -214,10 +225,12 @@ class RedisFeatureStore:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
+            if self.wait_replicas:
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
             try:
                 results: list[Any] = pipe.execute()
                 self.round_trips += 1
-                return results
+                return self._replicated(results)
             except NoScriptError:
                 self.round_trips += 1
                 if attempt == 2:
@@ -276,6 +289,43 @@ class RedisFeatureStore:
         finally:
             pool.release(conn)
 
+    # --- replication ---------------------------------------------------------------
+    def _waited(self, packed: Callable[[], tuple[bytes, int]]) -> Callable[[], tuple[bytes, int]]:
+        """``packed`` followed by ``WAIT wait_replicas wait_timeout_ms`` on the same connection.
+
+        Redis replicates asynchronously: a write a primary acknowledged can vanish when
+        that primary dies before its replica got it, after the caller already committed
+        its Kafka offsets. WAIT blocks until the connection's earlier writes reached that
+        many replicas; it counts only writes made on the connection that sends it (a
+        fresh connection's WAIT returns at once), which is why it travels in the batch's
+        own payload rather than as a call of its own.
+        """
+        if not self.wait_replicas:
+            return packed
+        wait = resp_command("WAIT", str(self.wait_replicas), str(self.wait_timeout_ms))
+
+        def with_wait() -> tuple[bytes, int]:
+            payload, count = packed()
+            return payload + wait.encode("ascii"), count + 1
+
+        return with_wait
+
+    def _replicated(self, replies: list[Any]) -> list[Any]:
+        """The batch's replies without WAIT's; StoreUnavailableError when too few replicas
+        acknowledged in time (the writes stay on the primary: the caller retries, which the
+        scripts' dedup makes safe, and does not commit meanwhile)."""
+        if not self.wait_replicas:
+            return replies
+        acked = replies[-1]
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.wait_replicas:
+            raise StoreUnavailableError(
+                f"writes reached {int(acked)} of {self.wait_replicas} replicas within "
+                f"{self.wait_timeout_ms} ms (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS)"
+            )
+        return replies[:-1]
+
     # --- writes --------------------------------------------------------------------
     def apply_events(self, events: Sequence[FeatureEvent], now: float | None = None) -> ApplyResult:
         return self.begin_apply(events, now).result()
@@ -294,7 +344,7 @@ class RedisFeatureStore:
         if not hasattr(self.client, "connection_pool"):  # a RedisCluster client routes by slot
             return DoneApply(calls.outcome(self._run_cluster(calls), len(events)))
         self._ensure_loaded()
-        conn, count = self._send(*calls.packed())
+        conn, count = self._send(*self._waited(calls.packed)())
         return _RedisPending(self, conn, count, calls, len(events))
 
     def _run_cluster(self, calls: _BatchCalls) -> list[Any]:
@@ -414,7 +464,9 @@ class RedisFeatureStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.zscore(key, item_id)
         pipe.zrem(key, item_id)
-        expiry, _ = pipe.execute()
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        expiry, _ = self._replicated(pipe.execute())
         self.round_trips += 1
         return expiry is not None and float(expiry) > now
 
@@ -593,6 +645,10 @@ class RedisFeatureStore:
         read = conn.read_response
         for attempt in (0, 1):
             try:
+                if self._sentinel:
+                    # send_packed_command connects to the connection's own host/port;
+                    # connect() is where a Sentinel-managed one asks for the primary.
+                    conn.connect()
                 conn.send_packed_command([packed])
                 return read(), read(), read(), read()
             except redis.exceptions.ConnectionError:
@@ -838,10 +894,10 @@ class _RedisPending:
         error = next((r for r in replies if isinstance(r, Exception)), None)
         if isinstance(error, NoScriptError):
             self._store.load_scripts()
-            replies = self._store._run_raw(self._calls.packed)
+            replies = self._store._run_raw(self._store._waited(self._calls.packed))
         elif error is not None:
             raise error
-        self._result = self._calls.outcome(replies, self._events)
+        self._result = self._calls.outcome(self._store._replicated(replies), self._events)
         return self._result
 
     @_store_errors
