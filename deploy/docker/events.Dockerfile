@@ -15,6 +15,9 @@ ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 # the [embedded] extra, never installed in an image), so no compiler is needed.
 FROM ${BASE_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Optional, build time only: a CA bundle for pip behind a TLS-intercepting proxy (the path
+# of a file mounted into the build); unset, pip uses its own.
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
