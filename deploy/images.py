@@ -431,8 +431,9 @@ class Infra:
 
 @contextlib.contextmanager
 def local_infra(work: Path) -> Iterator[Infra]:
-    """Apache Kafka and a redis-server on loopback; Redis loads the ACL file the manifests'
-    Redis loads (`recsys redis-acl`), so each container logs in as its own user."""
+    """Kafka (the launchers' choice: Apache Kafka where Java is, else Tansu) and a
+    redis-server on loopback; Redis loads the ACL file the manifests' Redis loads (`recsys
+    redis-acl`), so each container logs in as its own user."""
     from recsys.store.acl import SERVICES as ACL_SERVICES
     from recsys.store.acl import password_env
     from recsys_tools.commands.redis_acl import acl_file
@@ -449,7 +450,7 @@ def local_infra(work: Path) -> Iterator[Infra]:
     redis.start()
     kafka = None
     try:
-        kind = resolve_kafka_kind(requested="apache")
+        kind = resolve_kafka_kind()  # RECSYS_KAFKA as everywhere: Apache Kafka with Java
         kafka_preflight(kind)
         kafka = start_kafka(kind, work / "kafka")
         data = {

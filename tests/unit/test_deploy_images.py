@@ -5,6 +5,7 @@ go.mod loses its staging replaces, and the negative controls the API server must
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def test_base_tag_changes_with_the_package_list(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_missing_tool_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match="apt-get install podman"):
         images.require_tools(["podman"])
 
