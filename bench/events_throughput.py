@@ -14,6 +14,13 @@ left out of all three.
     python -m bench.events_throughput [--quick] [--events N] [--brokers apache,tansu]
     python -m bench.events_throughput --quick --null-store   # diagnostic: no Redis writes
 
+Redis's cost of the service pass comes from Redis itself: ``INFO commandstats`` is reset
+when the pass starts, and ``redis_server_us_per_event`` is the server time of the store's
+commands (the batch scripts' ``EVALSHA``, which includes the commands they run) per event;
+``redis_cpu_us_per_event`` is the Redis main thread's CPU time (``INFO cpu``) over the same
+pass. On a loaded machine the first is inflated by the time Redis waits for a core; the
+second much less.
+
 Ends with one JSON line (the first broker's figures at top level, every broker under
 "brokers").
 """
@@ -123,11 +130,29 @@ class NullWrites:
         return getattr(self.inner, name)
 
 
+def redis_server_time(client: Any) -> tuple[float, float]:
+    """Redis's own accounting so far: microseconds its commands took (the sum over
+    ``INFO commandstats`` of the top-level commands: a script's ``EVALSHA`` includes the
+    commands it runs, which are counted again under their own names and so left out),
+    and its main thread's CPU seconds (``INFO cpu``: robust to other load on the machine,
+    which inflates the first)."""
+    stats = client.info("commandstats")
+    usec = sum(v["usec"] for k, v in stats.items() if k.startswith(TOP_LEVEL))
+    cpu = client.info("cpu")
+    main = cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"]
+    return float(usec), float(main)
+
+
+#: commands the store sends itself (the batch script's inner commands are not among them)
+TOP_LEVEL = ("cmdstat_evalsha", "cmdstat_script", "cmdstat_ping", "cmdstat_hello")
+
+
 def service_consume(
     bootstrap: str, redis_url: str, topic: str, n: int, overrides: dict[str, Any],
     null_store: bool = False,
-) -> tuple[float, int, float]:  # fmt: skip
-    """Events/s through the service's loop, Redis round trips made, CPU seconds per event."""
+) -> tuple[float, int, float, dict[str, float]]:  # fmt: skip
+    """Events/s through the service's loop, Redis round trips made, CPU seconds per event,
+    and Redis's server time and main-thread CPU per event over the same window."""
     from services.events.__main__ import make_store
     from services.events.config import load_settings
     from services.events.consumer import EventsConsumer
@@ -142,6 +167,9 @@ def service_consume(
     if null_store:
         store = NullWrites(store)
     trips_before = store.round_trips
+    admin = store.client
+    admin.config_resetstat()  # INFO commandstats from zero: this window only
+    cpu_before = redis_server_time(admin)[1]
     consumer = make_consumer(bootstrap, group, **overrides)
     producer = make_producer(bootstrap)
     loop = EventsConsumer(settings, consumer, producer, store)
@@ -161,6 +189,11 @@ def service_consume(
         elapsed = time.perf_counter() - first
         cpu = time.process_time() - cpu
         trips = store.round_trips - trips_before
+        usec, cpu_after = redis_server_time(admin)
+        server = {
+            "redis_server_us_per_event": round(usec / n, 2),
+            "redis_cpu_us_per_event": round((cpu_after - cpu_before) * 1e6 / n, 2),
+        }
         if loop.applied + loop.duplicates + loop.dead_lettered < n:
             raise RuntimeError(f"service handled {handled} of {n} records")
         if loop.dead_lettered:
@@ -172,7 +205,7 @@ def service_consume(
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         store.close()
-    return n / elapsed, trips, cpu / n
+    return n / elapsed, trips, cpu / n, server
 
 
 def run_broker(
@@ -187,7 +220,7 @@ def run_broker(
         produce_s = produce(endpoint.bootstrap, topic, payloads)
         overrides = endpoint.consumer_config(max_poll_records=2000, client_id="bench")
         first = raw_consume(endpoint.bootstrap, topic, len(payloads), overrides)
-        rate, trips, cpu = service_consume(
+        rate, trips, cpu, server = service_consume(
             endpoint.bootstrap, redis_url, topic, len(payloads), overrides, null_store
         )
         # The raw loop again after the service: a freshly started broker (JIT, page cache)
@@ -211,6 +244,9 @@ def run_broker(
         # CPU time of this process per record: robust to other load on the machine
         "raw_cpu_us_per_event": round(raw_cpu * 1e6, 1),
         "service_cpu_us_per_event": round(cpu * 1e6, 1),
+        # Redis's own figures for the service pass: server time of the store's commands
+        # (INFO commandstats, reset at the start of the pass) and its main thread's CPU
+        **server,
     }
 
 

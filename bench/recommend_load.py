@@ -16,11 +16,22 @@ missing) drives ``Recommend`` for random known users:
    servicer cost on their own. The two servers run side by side and ghz alternates
    between them (``--rounds`` each, median kept), so background load on the machine
    weighs on both alike. ``ratio`` = Recommend QPS / no-op QPS.
+4. with ``--auth``, in the same run, the same Recommend load against a third server with
+   ``AUTH_MODE=required`` (a credentials file of ``--auth-clients`` clients), alternated
+   with the server without auth. Both get the same calls, a frontend's bearer token
+   included (the server without auth ignores it): ghz renders its metadata per call, on
+   the cores the servers use, so sending it to one side only measured ghz, not auth
+   (half the peak rate at a load average of 40). ``auth_qps_overhead`` = 1 - its max
+   QPS / the plain server's; ``auth_p99_overhead`` = its p99 / the plain server's - 1,
+   both at one offered rate (half the plain server's peak); medians over ``--rounds``.
+   ``auth_check_us``: the policy's decision alone (``recsys.grpc_auth.auth_refusal`` on
+   a stand-in context), microseconds per call. The issue's goal: auth adds < 5% to the p99.
 
 Without Go, a Python multiprocessing client stands in (documented in docs/benchmarks.md;
 it competes with the server for the same cores, so its figures are lower bounds).
 
     python -m bench.recommend_load [--quick] [--concurrency 16] [--connections 16] [--rounds 3]
+                                   [--auth [--auth-clients 20]] [--skip-large]
 
 Ends with one JSON line: the ML-100K figures at top level, the large catalog under "large".
 """
@@ -57,7 +68,8 @@ PREFIX = "bench-load"
 
 # ----------------------------------------------------------------- Python fallback client
 def _py_worker(target: str, users: list[str], k: int, duration_s: float, threads: int,
-               rps: float, out: Any) -> None:  # fmt: skip
+               rps: float, out: Any, metadata: tuple[tuple[str, str], ...] | None = None
+               ) -> None:  # fmt: skip
     import random
     import threading
 
@@ -87,7 +99,8 @@ def _py_worker(target: str, users: list[str], k: int, duration_s: float, threads
                 next_at += interval
             started = time.perf_counter()
             try:
-                stub.Recommend(pb.RecommendRequest(user_id=rng.choice(users), k=k), timeout=5)
+                request = pb.RecommendRequest(user_id=rng.choice(users), k=k)
+                stub.Recommend(request, timeout=5, metadata=metadata)
                 with lock:
                     latencies.append(time.perf_counter() - started)
             except grpc.RpcError as exc:
@@ -104,11 +117,13 @@ def _py_worker(target: str, users: list[str], k: int, duration_s: float, threads
 
 
 def run_python(target: str, users: list[str], *, concurrency: int, connections: int,
-               duration_s: float, rps: int = 0, k: int = 10) -> LoadResult:  # fmt: skip
+               duration_s: float, rps: int = 0, k: int = 10,
+               metadata: dict[str, str] | None = None) -> LoadResult:  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     threads = max(1, concurrency // connections)
-    work = (target, users, k, duration_s, threads, rps / connections, queue)
+    pairs = tuple(metadata.items()) if metadata else None
+    work = (target, users, k, duration_s, threads, rps / connections, queue, pairs)
     procs = [ctx.Process(target=_py_worker, args=work) for _ in range(connections)]
     for p in procs:
         p.start()
@@ -135,16 +150,17 @@ class Driver:
             log("ghz unavailable: using the Python multiprocessing client")
 
     def run(self, target: str, users: list[str], template: dict[str, Any], duration_s: float,
-            rps: int = 0, settle_s: float = 0.0) -> LoadResult:  # fmt: skip
+            rps: int = 0, settle_s: float = 0.0,
+            metadata: dict[str, str] | None = None) -> LoadResult:  # fmt: skip
         a = self.args
         if self.ghz is not None:
             # a settled run lasts settle_s longer, so the tally still covers duration_s
             report = ghz_report(self.ghz, target, template, concurrency=a.concurrency,
                                 connections=a.connections, duration_s=duration_s + settle_s,
-                                rps=rps, cpus=a.ghz_cpus)  # fmt: skip
+                                rps=rps, cpus=a.ghz_cpus, metadata=metadata)  # fmt: skip
             return ghz_load_result(report, settle_s)
         return run_python(target, users, concurrency=a.concurrency, connections=a.connections,
-                          duration_s=duration_s, rps=rps)  # fmt: skip
+                          duration_s=duration_s, rps=rps, metadata=metadata)  # fmt: skip
 
     def measure(self, target: str, users: list[str], template: dict[str, Any],
                 half: bool = True) -> dict[str, Any]:  # fmt: skip
@@ -190,6 +206,96 @@ class Driver:
         noop_out["half"] = self.at_half(noop_target, users, template, noop.rps)
         return rec_out, noop_out
 
+    def compare_auth(
+        self,
+        plain_target: str,
+        auth_target: str,
+        users: list[str],
+        template: dict[str, Any],
+        metadata: dict[str, str],
+    ) -> dict[str, Any]:
+        """The same Recommend load with and without auth, alternated (``--rounds`` each):
+        the peak rate of each, then both at one offered rate (half the plain server's
+        median peak), so the p99s compare like for like. Medians of the rounds. Both get
+        the token: the client's work is the same, only the server's check differs."""
+        a = self.args
+        self.run(plain_target, users, template, a.warmup, metadata=metadata)
+        self.run(auth_target, users, template, a.warmup, metadata=metadata)
+        plain: list[LoadResult] = []
+        auth: list[LoadResult] = []
+        for n in range(a.rounds):
+            plain.append(self.run(plain_target, users, template, a.duration, metadata=metadata))
+            auth.append(self.run(auth_target, users, template, a.duration, metadata=metadata))
+            log(f"  round {n + 1}: no auth {plain[-1].summary()}")
+            log(f"  round {n + 1}: auth    {auth[-1].summary()}")
+        rate = max(1, int(_median([r.rps for r in plain]) / 2))
+        plain_half: list[LoadResult] = []
+        auth_half: list[LoadResult] = []
+        for n in range(a.rounds):
+            plain_half.append(self.run(plain_target, users, template, a.duration, rps=rate,
+                                       settle_s=a.settle, metadata=metadata))  # fmt: skip
+            auth_half.append(self.run(auth_target, users, template, a.duration, rps=rate,
+                                      settle_s=a.settle, metadata=metadata))  # fmt: skip
+            log(f"  half load ({rate}/s) round {n + 1}: no auth {plain_half[-1].summary()}")
+            log(f"  half load ({rate}/s) round {n + 1}: auth    {auth_half[-1].summary()}")
+        for result in (*auth, *auth_half):  # a refused token would make auth look cheap
+            failed = {k: n for k, n in result.errors.items() if k != "cut_at_end"}
+            if failed:
+                raise RuntimeError(f"calls with the token failed: {failed}")
+        qps, auth_qps = _median([r.rps for r in plain]), _median([r.rps for r in auth])
+        p99 = _median([r.p99_ms for r in plain_half])
+        auth_p99 = _median([r.p99_ms for r in auth_half])
+        return {
+            "target_qps": rate,
+            "qps": round(qps, 1),
+            "auth_qps": round(auth_qps, 1),
+            "p99_ms_at_half_load": round(p99, 3),
+            "auth_p99_ms_at_half_load": round(auth_p99, 3),
+            "rounds_p99_ms": [round(r.p99_ms, 3) for r in plain_half],
+            "rounds_auth_p99_ms": [round(r.p99_ms, 3) for r in auth_half],
+            "auth_qps_overhead": round(1 - auth_qps / qps, 4) if qps else None,
+            "auth_p99_overhead": round(auth_p99 / p99 - 1, 4) if p99 else None,
+        }
+
+
+def auth_check_us(credentials: str, metadata: dict[str, str], calls: int = 20_000) -> float:
+    """Microseconds per call of the server's auth check alone (reading the metadata, the
+    token's SHA-256, comparing it with every client, the decision), best of five."""
+    import timeit
+
+    from recsys.auth import load_policy
+    from recsys.grpc_auth import auth_refusal
+
+    class Context:  # what auth_refusal reads of a grpc.aio context
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("user-agent", "grpc-go/1.0"), *metadata.items())
+
+    policy = load_policy(credentials)
+    method = "recsys.recommender.v1.RecommenderService/Recommend"
+    context = Context()
+    if auth_refusal(policy, method, context) is not None:
+        raise RuntimeError("the benchmark's token is refused")
+    best = min(timeit.repeat(lambda: auth_refusal(policy, method, context), number=calls,
+                             repeat=5))  # fmt: skip
+    return best / calls * 1e6
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def auth_credentials(directory: Path, clients: int) -> tuple[str, dict[str, str]]:
+    """A credentials directory of ``clients`` frontends, as ``recsys auth add-client``
+    writes it, and the bearer metadata of one of them (the last, so the comparison runs
+    over every entry)."""
+    from recsys.auth import ROLES
+    from recsys_tools.commands.auth import add_client
+
+    token = ""
+    for n in range(clients):
+        _, token = add_client(directory, f"frontend-{n}", list(ROLES["frontend"]))
+    return str(directory), {"authorization": f"Bearer {token}"}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -216,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (2 / 3)")
     parser.add_argument("--python-client", action="store_true", help="force the fallback")
+    parser.add_argument("--auth", action="store_true",
+                        help="also measure what AUTH_MODE=required costs (auth_p99_overhead, "
+                             "auth_qps_overhead)")  # fmt: skip
+    parser.add_argument("--auth-clients", type=int, default=20,
+                        help="clients in the credentials file of the auth run")  # fmt: skip
     args = parser.parse_args(argv)
     args.duration = args.duration or (5.0 if args.quick else 15.0)
     args.warmup = args.warmup or (2.0 if args.quick else 5.0)
@@ -246,6 +357,16 @@ def main(argv: list[str] | None = None) -> int:
                             **server_env) as noop_srv,
             ):  # fmt: skip
                 ml, noop = driver.compare(srv.target, noop_srv.target, ml_users, template)
+                if args.auth:
+                    log(f"ML-100K Recommend with and without auth ({args.auth_clients} clients)")
+                    creds, metadata = auth_credentials(work / "credentials", args.auth_clients)
+                    auth_env = {"AUTH_MODE": "required", "AUTH_CREDENTIALS_FILE": creds}
+                    with recommender(ml_store, redis_url, PREFIX, work, **auth_env,
+                                     **server_env) as auth_srv:  # fmt: skip
+                        report["auth"] = driver.compare_auth(
+                            srv.target, auth_srv.target, ml_users, template, metadata
+                        )
+                    report["auth"]["auth_check_us"] = round(auth_check_us(creds, metadata), 2)
             report["ml100k"] = {"catalog_items": n_ml_items, **ml}
             report["noop"] = noop
             # ---- synthetic large catalog
@@ -277,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms_at_half_load_with_start": report["ml100k"]["half"].get("p99_with_start_ms"),
         "tool": report["ml100k"]["max"]["tool"],
     }
+    if "auth" in report:
+        headline["auth_p99_overhead"] = report["auth"]["auth_p99_overhead"]
+        headline["auth_qps_overhead"] = report["auth"]["auth_qps_overhead"]
+        headline["auth_check_us"] = report["auth"]["auth_check_us"]
+        headline["auth_clients"] = args.auth_clients
     if "large" in report:
         headline["large"] = {
             "catalog_items": report["large"]["catalog_items"],

@@ -125,8 +125,10 @@ def ghz_report(
     rps: int = 0,
     cpus: int = 1,
     call: str = RECOMMEND,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One ghz run's JSON report (with per-request ``details``); ``rps=0``: unpaced."""
+    """One ghz run's JSON report (with per-request ``details``); ``rps=0``: unpaced;
+    ``metadata`` is sent with every call (the bearer token of an auth run)."""
     args = [
         ghz, "--insecure", "--proto", str(ROOT / "protos" / PROTO),
         "--import-paths", str(ROOT / "protos"), "--call", call,
@@ -135,6 +137,8 @@ def ghz_report(
     ]  # fmt: skip
     if rps:
         args += ["--rps", str(rps)]
+    if metadata:
+        args += ["--metadata", json.dumps(metadata)]
     # ghz shares the two cores with the server: a tenth as many Go GC cycles (its heap is
     # small) takes them out of the measured tail (docs/benchmarks.md, History, "Where the
     # half-load tail came from")
@@ -232,9 +236,13 @@ def train_ml100k(data: Ml100k, store: Path, config: Any = None) -> str:
 
 
 def synthetic_model(store: Path, n_items: int, *, n_users: int = 5000, factors: int = 64,
-                    history: int = 20, seed: int = 7) -> str:  # fmt: skip
+                    history: int = 20, seed: int = 7,
+                    index_min_items: int | None = None) -> str:  # fmt: skip
     """A random-factor model of ``n_items`` items (serving cost does not depend on how the
-    factors were fitted, only on their shape); users have ``history`` training items each."""
+    factors were fitted, only on their shape); users have ``history`` training items each.
+    Published with an ANN index from ``index_min_items`` items (default: the publish
+    default, ``ann.DEFAULT_MIN_ITEMS``)."""
+    from services.recommender.ann import DEFAULT_MIN_ITEMS
     from services.recommender.model import ItemMeta, Model
     from services.recommender.weights import Weighting, WeightingConfig
 
@@ -260,7 +268,7 @@ def synthetic_model(store: Path, n_items: int, *, n_users: int = 5000, factors: 
         history=(indptr, indices.astype(np.int32), data),
         items=meta,
     )
-    return model.save(store)
+    return model.save(store, index_min_items=index_min_items or DEFAULT_MIN_ITEMS)
 
 
 def _version() -> str:

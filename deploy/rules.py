@@ -381,6 +381,61 @@ def secret_refs(doc: Doc) -> list[tuple[str, str, str]]:
     return out
 
 
+def volume_secrets(doc: Doc) -> dict[str, list[str]]:
+    """Volume name -> the Secrets it is made of (a ``secret`` volume, or a ``projected``
+    one's ``secret`` sources); volumes with no Secret are left out."""
+    out: dict[str, list[str]] = {}
+    for volume in pod_spec(doc).get("volumes") or []:
+        names = []
+        if isinstance(volume.get("secret"), Mapping):
+            names.append(str(volume["secret"].get("secretName")))
+        for source in _get(volume, "projected", "sources") or []:
+            if isinstance(source.get("secret"), Mapping):
+                names.append(str(source["secret"].get("name")))
+        if names:
+            out[str(volume.get("name"))] = names
+    return out
+
+
+#: The Deployments that serve a gRPC API to clients: each requires credentials.
+API_WORKLOADS = ("Deployment/recommender", "Deployment/sentiment")
+
+
+def _secrets_only(volume: Mapping[str, Any]) -> bool:
+    """A ``secret`` volume, or a ``projected`` one whose every source is a Secret."""
+    if isinstance(volume.get("secret"), Mapping):
+        return True
+    sources = _get(volume, "projected", "sources") or []
+    return bool(sources) and all(isinstance(s.get("secret"), Mapping) for s in sources)
+
+
+def check_api_auth(docs: Sequence[Doc]) -> list[str]:
+    """Each API Deployment sets ``AUTH_MODE=required`` and reads ``AUTH_CREDENTIALS_FILE``
+    from a volume made only of Secrets (one per client; docs/operations.md, "API
+    authentication"), so no overlay serves an API unauthenticated by omission."""
+    errs: list[str] = []
+    for doc in docs:
+        r = ref(doc)
+        if r not in API_WORKLOADS:
+            continue
+        volumes = {str(v.get("name")): v for v in pod_spec(doc).get("volumes") or []}
+        for container in pod_spec(doc).get("containers") or []:
+            env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+            if env.get("AUTH_MODE") != "required":
+                errs.append(f"{r}: AUTH_MODE must be 'required' (the API serves clients)")
+            path = str(env.get("AUTH_CREDENTIALS_FILE") or "").rstrip("/") + "/"
+            mounts = [
+                str(m.get("name"))
+                for m in container.get("volumeMounts") or []
+                if path.startswith(str(m.get("mountPath", "")).rstrip("/") + "/")
+            ]
+            if path == "/" or not mounts:
+                errs.append(f"{r}: AUTH_CREDENTIALS_FILE must lie in a mounted volume")
+            elif not _secrets_only(volumes.get(mounts[-1]) or {}):
+                errs.append(f"{r}: the credentials volume {mounts[-1]!r} must be Secrets only")
+    return errs
+
+
 def check_credentials(docs: Sequence[Doc]) -> list[str]:
     """Least privilege: every service logs in with credentials of its own.
 
@@ -398,6 +453,9 @@ def check_credentials(docs: Sequence[Doc]) -> list[str]:
         refs = secret_refs(doc)
         for _var, secret, _key in refs:
             users.setdefault(secret, set()).add(owner)
+        for secrets in volume_secrets(doc).values():
+            for secret in secrets:
+                users.setdefault(secret, set()).add(owner)
         by_var = {var: secret for var, secret, _key in refs}
         for container in pod_spec(doc).get("containers") or []:
             env = {e.get("name"): e for e in container.get("env") or []}
@@ -417,7 +475,7 @@ def check_credentials(docs: Sequence[Doc]) -> list[str]:
 
 
 def check_project(docs: Sequence[Doc]) -> list[str]:
-    errs: list[str] = check_credentials(docs)
+    errs: list[str] = check_credentials(docs) + check_api_auth(docs)
     for name in GRPC_SERVICES:
         errs.extend(check_grpc_service(docs, name))
     for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):

@@ -26,11 +26,14 @@ def grpc_code(error: RecsysError) -> grpc.StatusCode:
 
 
 #: Every code the servers' call wrappers answer with: OK, each mapped code (INVALID_ARGUMENT
-#: also for a body that does not parse), and DEADLINE_EXCEEDED for a request that expired
-#: while queued. The request counters are created with each of them at start, so that a
-#: series exists at zero before its first call (``rate()`` and ``absent()`` need one).
+#: also for a body that does not parse), DEADLINE_EXCEEDED for a request that expired
+#: while queued, and the two refusals of ``recsys.grpc_auth``. The request counters are
+#: created with each of them at start, so that a series exists at zero before its first
+#: call (``rate()`` and ``absent()`` need one).
 ANSWERED_CODES: tuple[grpc.StatusCode, ...] = (
     grpc.StatusCode.OK,
     *dict.fromkeys(_CODES.values()),
     grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
 )

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "recsys_tools.infra.cli",
     "recsys_tools.data.cli",
     "recsys_tools.demo",
+    "recsys_tools.commands.auth",
     "recsys_tools.commands.events",
     "recsys_tools.commands.kafka_acls",
     "recsys_tools.commands.recommender",

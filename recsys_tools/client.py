@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -85,12 +86,22 @@ def make_channel(target: str, *, max_attempts: int = 5, tls_ca: str | None = Non
     return grpc.insecure_channel(target, options=options)
 
 
-class RecommenderClient:
-    """Typed wrapper over the recommender stub; every call has a deadline."""
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The ``authorization`` metadata a server with ``AUTH_MODE=required`` reads
+    (docs/recommender.md, "Authentication"); None without a token."""
+    return (("authorization", f"Bearer {token}"),) if token else None
 
-    def __init__(self, channel: grpc.Channel, timeout_s: float = 1.0) -> None:
+
+class RecommenderClient:
+    """Typed wrapper over the recommender stub; every call has a deadline and, given a
+    token, carries it as a bearer token."""
+
+    def __init__(
+        self, channel: grpc.Channel, timeout_s: float = 1.0, token: str | None = None
+    ) -> None:
         self._stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
         self.timeout_s = timeout_s
+        self._metadata = auth_metadata(token)
 
     def recommend(
         self, user_id: str, k: int = 10, exclude: list[str] | None = None
@@ -98,27 +109,38 @@ class RecommenderClient:
         request = recommender_pb2.RecommendRequest(
             user_id=user_id, k=k, filters=recommender_pb2.Filters(exclude_item_ids=exclude or [])
         )
-        return self._stub.Recommend(request, timeout=self.timeout_s, wait_for_ready=True)
+        return self._stub.Recommend(
+            request, timeout=self.timeout_s, wait_for_ready=True, metadata=self._metadata
+        )
 
     def similar(self, item_id: str, k: int = 10) -> recommender_pb2.SimilarItemsResponse:
         request = recommender_pb2.SimilarItemsRequest(item_id=item_id, k=k)
-        return self._stub.SimilarItems(request, timeout=self.timeout_s, wait_for_ready=True)
+        return self._stub.SimilarItems(
+            request, timeout=self.timeout_s, wait_for_ready=True, metadata=self._metadata
+        )
 
     def explain(self, user_id: str, item_id: str, k: int = 5) -> recommender_pb2.ExplainResponse:
         request = recommender_pb2.ExplainRequest(user_id=user_id, item_id=item_id, k=k)
-        return self._stub.Explain(request, timeout=self.timeout_s, wait_for_ready=True)
+        return self._stub.Explain(
+            request, timeout=self.timeout_s, wait_for_ready=True, metadata=self._metadata
+        )
 
 
 class SentimentClient:
-    def __init__(self, channel: grpc.Channel, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, channel: grpc.Channel, timeout_s: float = 2.0, token: str | None = None
+    ) -> None:
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
         self.timeout_s = timeout_s
+        self._metadata = auth_metadata(token)
 
     def classify(self, text: str, language: str | None = None) -> sentiment_pb2.ClassifyResponse:
         request = sentiment_pb2.ClassifyRequest(text=text)
         if language:
             request.language = language
-        return self._stub.Classify(request, timeout=self.timeout_s, wait_for_ready=True)
+        return self._stub.Classify(
+            request, timeout=self.timeout_s, wait_for_ready=True, metadata=self._metadata
+        )
 
 
 def _print(message: Message) -> None:
@@ -128,12 +150,14 @@ def _print(message: Message) -> None:
 def _run(args: argparse.Namespace) -> int:
     default = DEFAULT_SENTIMENT if args.action == "classify" else DEFAULT_RECOMMENDER
     target = args.target or default
+    token = args.token or os.environ.get("RECSYS_TOKEN", "").strip() or None
     with make_channel(target, max_attempts=args.attempts, tls_ca=args.tls_ca) as channel:
         try:
             if args.action == "classify":
-                _print(SentimentClient(channel, args.timeout).classify(args.text, args.language))
+                sentiment = SentimentClient(channel, args.timeout, token)
+                _print(sentiment.classify(args.text, args.language))
                 return 0
-            client = RecommenderClient(channel, args.timeout)
+            client = RecommenderClient(channel, args.timeout, token)
             if args.action == "recommend":
                 _print(client.recommend(args.user, args.k, args.exclude))
             elif args.action == "similar":
@@ -182,6 +206,8 @@ def register(sub: Any) -> None:
         p.add_argument("--attempts", type=_attempts, default=MAX_ATTEMPTS,
                        help=f"tries on UNAVAILABLE, 1 (no retries) to {MAX_ATTEMPTS}")  # fmt: skip
         p.add_argument("--tls-ca", help="PEM file of the CA to trust (enables TLS)")
+        p.add_argument("--token", help="bearer token for a server with AUTH_MODE=required "
+                       "(default: $RECSYS_TOKEN, kept out of the process list)")  # fmt: skip
         p.set_defaults(func=_run)
 
     rec = actions.add_parser("recommend", help="top-k items for a user")

@@ -10,10 +10,15 @@ Redis Cluster (``cluster=True``): a script may only touch keys of one slot, so
 users are grouped by the slot of their ``{u:<id>}`` hash tag (one call per slot
 group, per-user part only) and the global part is a call of its own.
 
-Each part checks its own ``applied`` ZSET of event ids before changing anything,
-so re-running a batch, or the part of it that a crash interrupted, changes
-nothing that was already applied. :meth:`RedisFeatureStore.begin_apply` sends a
-batch without waiting, so the caller can poll Kafka while Redis works.
+Every call checks an ``applied`` ZSET of event ids before changing anything (in
+standalone the user's, for both parts, since one atomic call does both; in the
+cluster layout the global call keeps one of its own), so re-running a batch, or the
+part of it that a crash interrupted, changes nothing that was already applied.
+The events travel as plain script arguments (nothing for the script to decode), and
+the per-user maintenance (pruning the dedup memory, the TTL refresh) is amortised:
+the store tells the script when it is due (docs/redis-schema.md, "Writes").
+:meth:`RedisFeatureStore.begin_apply` sends a batch without waiting, so the caller
+can poll Kafka while Redis works.
 
 The scripts are the package's ``lua/*.lua`` files. Every public method turns the
 client library's errors into :class:`~recsys.store.base.StoreUnavailableError`.
@@ -22,7 +27,6 @@ client library's errors into :class:`~recsys.store.base.StoreUnavailableError`.
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -166,6 +170,10 @@ class RedisFeatureStore:
         # batches and cost more to rebuild than to look up. Bounded (cleared when full).
         self._user_resp: dict[str, str] = {}
         self._entry_heads: dict[tuple[str, str, str], str] = {}
+        # Per user: [time of the last maintenance this process saw done (the dedup memory
+        # pruned, the four keys' TTL set in full), events sent since]. A user missing here
+        # is due; see _BatchCalls.maintained. Bounded (cleared when full: everyone is due).
+        self._maintained: dict[str, list[float]] = {}
         # get_serving_state's connections: one per thread, outside the pool (see there).
         self._local = threading.local()
         self._own: list[Any] = []
@@ -284,10 +292,10 @@ class RedisFeatureStore:
         now = time.time() if now is None else now
         calls = self._batch_commands(events, now)
         if not hasattr(self.client, "connection_pool"):  # a RedisCluster client routes by slot
-            return DoneApply(self._combine(self._run_cluster(calls), len(events)))
+            return DoneApply(calls.outcome(self._run_cluster(calls), len(events)))
         self._ensure_loaded()
         conn, count = self._send(*calls.packed())
-        return _RedisPending(self, conn, count, calls.packed, len(events))
+        return _RedisPending(self, conn, count, calls, len(events))
 
     def _run_cluster(self, calls: _BatchCalls) -> list[Any]:
         def build(pipe: Any) -> None:
@@ -296,10 +304,6 @@ class RedisFeatureStore:
 
         return self._run_pipeline(build)
 
-    @staticmethod
-    def _combine(replies: list[Any], events: int) -> ApplyResult:
-        return ApplyResult(sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies), events)
-
     def _batch_commands(self, events: Sequence[FeatureEvent], now: float) -> _BatchCalls:
         """The script calls for a batch: events grouped per user, cut into calls.
 
@@ -307,7 +311,7 @@ class RedisFeatureStore:
         unpack, the two float texts, a cached entry head, one ``extend``.
         """
         cfg = self.config
-        per_user: dict[str, list[str]] = {}
+        per_user: dict[str, list[_Event]] = {}
         heads = self._entry_heads
         if len(heads) > _CACHE_MAX:
             heads.clear()
@@ -329,7 +333,7 @@ class RedisFeatureStore:
             group = per_user.get(user_id)
             if group is None:
                 group = per_user[user_id] = []
-            group += (event_id, item_id, w, t, event_type, f"{head}{entry_ts}}}")
+            group.append((event_id, item_id, w, t, event_type, f"{head}{entry_ts}}}"))
         head_args = [
             _num(now),
             _num(now - cfg.dedup_window_s),
@@ -341,24 +345,43 @@ class RedisFeatureStore:
             _num(cfg.trending_epoch_s),
             str(cfg.trending_max_items),
         ]
+        # Maintenance (pruning the user's dedup memory, the four keys' full TTL) is due
+        # once 1% of the TTL has passed since this process last saw it done, or once
+        # more than a tenth of DEDUP_MAX_USER events were sent since; the script also
+        # does it whenever it creates the keys. Between two, a user's keys keep more
+        # than 99% of their TTL and the memory at most DEDUP_MAX_USER * 1.1 ids.
+        maintained = self._maintained
+        if len(maintained) > _CACHE_MAX:
+            maintained.clear()
+        every = cfg.user_ttl_s / 100.0
+        slack = max(1, cfg.dedup_max_user // 10)
+        counts: dict[str, str] = {}  # per user: its event count, negative when due
+        for user_id, group in per_user.items():
+            state = maintained.get(user_id)
+            n = len(group)
+            if state is None or now - state[0] >= every or state[1] + n > slack:
+                counts[user_id] = f"-{n}"
+            else:
+                state[1] += n
+                counts[user_id] = str(n)
         limit = self.max_events_per_script
-        calls: list[tuple[bool, bool, list[str]]] = []  # (global part?, user keys?, users)
+        calls: list[tuple[str, bool, list[str]]] = []  # (mode, user keys?, users)
 
-        def chunk(users: list[str], with_global: bool, with_users: bool) -> None:
+        def chunk(users: list[str], mode: str, with_users: bool) -> None:
             members: list[str] = []
             size = 0
             for user_id in users:
-                n = len(per_user[user_id]) // 6
+                n = len(per_user[user_id])
                 if members and size + n > limit:
-                    calls.append((with_global, with_users, members))
+                    calls.append((mode, with_users, members))
                     members, size = [], 0
                 members.append(user_id)
                 size += n
             if members:
-                calls.append((with_global, with_users, members))
+                calls.append((mode, with_users, members))
 
         if not self.cluster:
-            chunk(list(per_user), True, True)
+            chunk(list(per_user), _FUSED, True)
         else:
             from redis.crc import key_slot
 
@@ -366,9 +389,9 @@ class RedisFeatureStore:
             for user_id in per_user:
                 by_slot.setdefault(key_slot(self.keys.recent(user_id).encode()), []).append(user_id)
             for users in by_slot.values():
-                chunk(users, False, True)
-            chunk(list(per_user), True, False)  # the global part: keys of one slot of its own
-        return _BatchCalls(self, per_user, calls, head_args)
+                chunk(users, _USER_ONLY, True)
+            chunk(list(per_user), _GLOBAL_ONLY, False)  # the global part: its own slot
+        return _BatchCalls(self, per_user, calls, head_args, counts, now)
 
     @_store_errors
     def suppress(self, user_id: str, item_id: str, ttl_s: float, now: float | None = None) -> None:
@@ -648,9 +671,15 @@ _CACHE_MAX = 100_000
 _ZREM_CHUNK = 1000
 
 
-def _json(value: Any) -> str:
-    """Compact JSON that keeps non-ASCII as UTF-8 (the script's cjson reads either)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# The batch script's modes (ARGV[10]; recsys/store/lua/batch.lua).
+_USER_ONLY = "0"  # user part only (Redis Cluster: one slot group of users)
+_FUSED = "1"  # user part and the global part of what it applied, one dedup for both
+_GLOBAL_ONLY = "2"  # global part only, with its own dedup (Redis Cluster's {g} call)
+_GLOBAL_KEYS = {_USER_ONLY: 0, _FUSED: 2, _GLOBAL_ONLY: 3}
+
+
+#: one event's six script arguments: id, item, weight, ts, type, recent-list entry
+_Event = tuple[str, str, str, str, str, str]
 
 
 class _BatchCalls:
@@ -659,72 +688,82 @@ class _BatchCalls:
     ``packed`` is the standalone path: RESP built as one text, each user's
     four keys taken from the store's cache. ``args`` gives the same calls as
     argument lists, for a cluster client's pipeline (and for inspection).
+    ``outcome`` reads the replies and records which users' maintenance was done.
     """
 
     def __init__(
         self,
         store: RedisFeatureStore,
-        per_user: dict[str, list[str]],
-        calls: list[tuple[bool, bool, list[str]]],
+        per_user: dict[str, list[_Event]],
+        calls: list[tuple[str, bool, list[str]]],
         head: list[str],
+        counts: dict[str, str],
+        now: float,
     ) -> None:
         self._store = store
         self._per_user = per_user
         self._calls = calls
         self._head = head
+        self._counts = counts
+        self._now = now
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def _groups(self, users: list[str]) -> str:
-        per_user = self._per_user
-        return _json([per_user[u] for u in users])
+    def _keys(self, mode: str, with_users: bool, users: list[str]) -> list[str]:
+        keys = self._store.keys
+        call_keys = [keys.trending(), keys.counters(), keys.global_applied()]
+        call_keys = call_keys[: _GLOBAL_KEYS[mode]]
+        if with_users:
+            for user_id in users:
+                call_keys += (
+                    keys.recent(user_id),
+                    keys.seen(user_id),
+                    keys.weights(user_id),
+                    keys.applied(user_id),
+                )
+        return call_keys
 
     def args(self) -> list[list[str]]:
-        store = self._store
-        keys = store.keys
-        global_keys = [keys.trending(), keys.counters(), keys.global_applied()]
-        sha = store._sha["batch"]
+        sha = self._store._sha["batch"]
         out = []
-        for with_global, with_users, users in self._calls:
-            call_keys = list(global_keys) if with_global else []
-            if with_users:
-                for user_id in users:
-                    call_keys += (
-                        keys.recent(user_id),
-                        keys.seen(user_id),
-                        keys.weights(user_id),
-                        keys.applied(user_id),
-                    )
-            out.append(
-                [
-                    "EVALSHA",
-                    sha,
-                    str(len(call_keys)),
-                    *call_keys,
-                    *self._head,
-                    "1" if with_global else "0",
-                    self._groups(users),
-                ]
-            )
+        for mode, with_users, users in self._calls:
+            call_keys = self._keys(mode, with_users, users)
+            call = ["EVALSHA", sha, str(len(call_keys)), *call_keys, *self._head, mode]
+            for user_id in users:
+                call.append(self._counts[user_id])
+                for event in self._per_user[user_id]:
+                    call += event
+            out.append(call)
         return out
 
     def packed(self) -> tuple[bytes, int]:
+        """The calls as one RESP text: one f-string per event, lengths counted in
+        characters, which are the bytes for ASCII; a batch with any other character is
+        rebuilt argument by argument with byte lengths."""
+        text = self._packed(fast=True)
+        if not text.isascii():
+            text = self._packed(fast=False)
+        return text.encode("utf-8"), len(self._calls)
+
+    def _packed(self, fast: bool) -> str:
         store = self._store
         keys = store.keys
         cache = store._user_resp
         if len(cache) > _CACHE_MAX:
             cache.clear()
-        global_resp = "".join(map(_bulk, (keys.trending(), keys.counters(), keys.global_applied())))
+        per_user = self._per_user
+        counts = self._counts
         sha_resp = _bulk(store._sha["batch"])
         head_resp = "".join(map(_bulk, self._head))
         parts: list[str] = []
         append = parts.append
-        for with_global, with_users, users in self._calls:
-            nkeys = (3 if with_global else 0) + (4 * len(users) if with_users else 0)
-            append(f"*{nkeys + 14}\r\n$7\r\nEVALSHA\r\n{sha_resp}{_bulk(str(nkeys))}")
-            if with_global:
-                append(global_resp)
+        for mode, with_users, users in self._calls:
+            global_keys = self._keys(mode, False, users)
+            nkeys = len(global_keys) + (4 * len(users) if with_users else 0)
+            nargs = 3 + nkeys + len(self._head) + 1 + sum(1 + 6 * len(per_user[u]) for u in users)
+            append(f"*{nargs}\r\n$7\r\nEVALSHA\r\n{sha_resp}{_bulk(str(nkeys))}")
+            append("".join(map(_bulk, global_keys)))
             if with_users:
                 for user_id in users:
                     user_resp = cache.get(user_id)
@@ -737,9 +776,32 @@ class _BatchCalls:
                         )
                     append(user_resp)
             append(head_resp)
-            append(_bulk("1" if with_global else "0"))
-            append(_bulk(self._groups(users)))
-        return "".join(parts).encode("utf-8"), len(self._calls)
+            append(f"$1\r\n{mode}\r\n")
+            for user_id in users:
+                count = counts[user_id]
+                append(f"${len(count)}\r\n{count}\r\n")
+                if fast:
+                    for a, b, c, d, e, f in per_user[user_id]:
+                        append(
+                            f"${len(a)}\r\n{a}\r\n${len(b)}\r\n{b}\r\n${len(c)}\r\n{c}\r\n"
+                            f"${len(d)}\r\n{d}\r\n${len(e)}\r\n{e}\r\n${len(f)}\r\n{f}\r\n"
+                        )
+                else:
+                    for event in per_user[user_id]:
+                        append("".join(map(_bulk, event)))
+        return "".join(parts)
+
+    def outcome(self, replies: list[Any], events: int) -> ApplyResult:
+        """The batch's result from its replies (one per call, in order); the users whose
+        keys the script maintained are not due again for a while."""
+        maintained = self._store._maintained
+        for (_, with_users, users), reply in zip(self._calls, replies, strict=True):
+            if with_users:
+                marks = _text(reply[2])
+                for user_id, mark in zip(users, marks, strict=True):
+                    if mark == "1":
+                        maintained[user_id] = [self._now, 0.0]
+        return ApplyResult(sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies), events)
 
 
 class _RedisPending:
@@ -750,13 +812,13 @@ class _RedisPending:
         store: RedisFeatureStore,
         conn: Any,
         count: int,
-        commands: Callable[[], tuple[bytes, int]],
+        calls: _BatchCalls,
         events: int,
     ) -> None:
         self._store = store
         self._conn: Any = conn
         self._count = count
-        self._commands = commands
+        self._calls = calls
         self._events = events
         self._result: ApplyResult | None = None
 
@@ -776,10 +838,10 @@ class _RedisPending:
         error = next((r for r in replies if isinstance(r, Exception)), None)
         if isinstance(error, NoScriptError):
             self._store.load_scripts()
-            replies = self._store._run_raw(self._commands)
+            replies = self._store._run_raw(self._calls.packed)
         elif error is not None:
             raise error
-        self._result = self._store._combine(replies, self._events)
+        self._result = self._calls.outcome(replies, self._events)
         return self._result
 
     @_store_errors

@@ -96,7 +96,7 @@ class Service(ManagedProcess):
     ``env`` goes over this process's environment; ``port`` (optional) is the ``GRPC_PORT``
     it is given and where :func:`wait_serving` asks its health check; ``ready`` replaces
     that probe (a service on ``GRPC_PORT=0`` has no known port: say, a line in its log).
-    The metrics port is off unless ``env`` sets one, and a multi-process Prometheus
+    The metrics port and auth are off unless ``env`` sets them, and a multi-process Prometheus
     directory of the driver is never inherited. ``unset`` names variables taken out of
     the environment last, so the service falls back to its documented defaults (the
     one-host test runs every service on its default ``GRPC_PORT`` and ``METRICS_PORT``;
@@ -123,6 +123,9 @@ class Service(ManagedProcess):
             "GRPC_PORT": "0",
             "METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
+            # Local processes on loopback: no credentials unless the caller turns auth on
+            # (AUTH_MODE=required with AUTH_CREDENTIALS_FILE in ``env``).
+            "AUTH_MODE": "off",
             **env,
         }
         if port is not None:

@@ -118,8 +118,13 @@ def _print_exports(state: Mapping[str, Any]) -> None:
     if overrides:
         print(f"kafka consumer overrides: {json.dumps(overrides)}", file=sys.stderr)
     print(f"redis: {redis.get('url')} ({redis.get('description')})", file=sys.stderr)
-    # stdout carries only the eval-able line: eval "$(recsys infra up)"
-    print(f"export KAFKA_BOOTSTRAP_SERVERS={kafka.get('bootstrap')} REDIS_URL={redis.get('url')}")
+    # stdout carries only the eval-able line: eval "$(recsys infra up)". AUTH_MODE=off: the
+    # services started from this shell serve the local demo without credentials (their
+    # default, required, is for deployments; docs/recommender.md, "Authentication").
+    print(
+        f"export KAFKA_BOOTSTRAP_SERVERS={kafka.get('bootstrap')} REDIS_URL={redis.get('url')}"
+        " AUTH_MODE=off"
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:

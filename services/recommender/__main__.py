@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from recsys.auth import load_auth_settings
 from recsys.errors import ConfigError, PermissionDeniedError, RecsysError
 from recsys.health import HealthState
 from recsys.log import configure_logging
@@ -111,11 +112,14 @@ def listen(settings: RecommenderSettings) -> Running:
     from services.recommender.server import SERVICE_NAME, RecommenderServicer, create_server
 
     health = HealthState([SERVICE_NAME])
-    servicer = RecommenderServicer(noop=settings.noop)
+    servicer = RecommenderServicer(noop=settings.noop, auth=settings.auth.policy)
     server, port = create_server(settings, servicer, health)
     server.start()
     log.info("recommender listening", extra={"grpc_port": port, "pid": os.getpid(),
-                                             "tls": settings.tls is not None})  # fmt: skip
+                                             "tls": settings.tls is not None,
+                                             "auth": settings.auth.mode})  # fmt: skip
+    if not settings.auth.enabled:
+        log.warning("AUTH_MODE=off: every caller may call every method (local demo only)")
     return Running(server, port, health, servicer)
 
 
@@ -171,6 +175,7 @@ def prepare(
 ) -> Prepared | None:
     """Load the model and wait for Redis (None when stopped first)."""
     from services.recommender import artifact, metrics
+    from services.recommender.ann import SearchSettings
     from services.recommender.reload import ModelHolder, ModelWatcher, load_model
     from services.recommender.service import Limits, RecommenderService, StateReader
 
@@ -181,7 +186,7 @@ def prepare(
 
     def loaded() -> Any:
         path = artifact.resolve(settings.model_dir)  # NotFoundError until a model is published
-        return load_model(path)
+        return load_model(path, settings.ann_expansion)
 
     try:
         model = _wait_until(f"a model in {settings.model_dir}", loaded, settings, stop)
@@ -216,11 +221,14 @@ def prepare(
         trending_cache_s=settings.trending_cache_s,
         trending_overfetch=settings.trending_overfetch,
         redis_retry_s=settings.redis_retry_s,
+        ann_min_items=settings.ann_min_items,
+        ann=SearchSettings(settings.ann_fetch, settings.ann_exact_below),
     )
     watcher = ModelWatcher(
         settings.model_dir,
         holder,
         interval_s=settings.reload_interval_s,
+        loader=lambda path: load_model(path, settings.ann_expansion),
         on_error=lambda version, exc: metrics.RELOADS.labels(metrics.RELOAD_FAILED).inc(),
     )
     service = RecommenderService(holder.get, reader, limits)
@@ -382,7 +390,7 @@ def _mark_dead(proc: BaseProcess) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     del argv  # configuration comes from the environment only
     try:
-        settings = load_settings()
+        settings = replace(load_settings(), auth=load_auth_settings())
     except RecsysError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ Layout::
         item_ids.json  user_ids.json  items.json (metadata)
         item_factors.npy  user_factors.npy  item_popularity.npy  item_norm.npy  cold_items.npy
         user_items_indptr.npy  user_items_indices.npy  user_items_data.npy  (training history)
+        item_index.usearch        # optional: the ANN index over the item factors (ann.py)
 
 Publishing writes everything into a hidden temporary directory inside the store, fsyncs it,
 renames it to its version name (atomic on one filesystem), and only then replaces ``LATEST``
@@ -29,7 +30,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,14 @@ def publish(
     json_files: Mapping[str, Any],
     version: str | None = None,
     make_current: bool = True,
+    files: Mapping[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write a new model version into ``store`` atomically and return its directory.
 
-    ``arrays`` are saved as ``<name>.npy``; ``json_files`` as ``<name>.json``. The manifest
-    (version, timestamp, shapes, dtypes) is added here so readers can check what they load.
+    ``arrays`` are saved as ``<name>.npy``; ``json_files`` as ``<name>.json``; ``files``
+    names other files, each written by its callable given the path (an index a library
+    saves itself). The manifest (version, timestamp, shapes, dtypes, file sizes) is added
+    here so readers can check what they load.
     """
     root = Path(store)
     root.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,12 @@ def publish(
             _write_npy(tmp / f"{name}.npy", array)
         for name, obj in json_files.items():
             _write_json(tmp / f"{name}.json", obj)
+        sizes: dict[str, int] = {}
+        for name, write in (files or {}).items():
+            write(tmp / name)
+            with open(tmp / name, "rb+") as fh:
+                os.fsync(fh.fileno())
+            sizes[name] = (tmp / name).stat().st_size
         manifest = {
             "format": FORMAT,
             "version": version,
@@ -141,6 +151,8 @@ def publish(
             },
             "json": sorted(json_files),
         }
+        if sizes:
+            manifest["files"] = sizes
         _write_json(tmp / MANIFEST, manifest)  # last: its presence marks a complete version
         _fsync_dir(tmp)
         os.rename(tmp, final)
@@ -217,6 +229,17 @@ class ArtifactReader:
         if list(arr.shape) != meta["shape"] or str(arr.dtype) != meta["dtype"]:
             raise DataError(f"{self.path}/{name}.npy does not match the manifest (truncated?)")
         return arr
+
+    def file(self, name: str) -> Path | None:
+        """The path of a file published with ``files=`` (None if this version has none);
+        DataError when its size differs from the manifest's (truncated)."""
+        size = self.manifest.get("files", {}).get(name)
+        if size is None:
+            return None
+        path = self.path / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise DataError(f"{path} is missing or does not match the manifest (truncated?)")
+        return path
 
     def json(self, name: str, default: Any = None) -> Any:
         path = self.path / f"{name}.json"

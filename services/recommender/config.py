@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys.auth import AUTH_OFF, AuthSettings
 from recsys.errors import ConfigError
 from recsys.settings import (
     DEFAULT_REDIS_URL,
@@ -85,6 +86,12 @@ class RecommenderSettings:
     history_mode: str = "max"
     trending_cache_s: float = 1.0
     trending_overfetch: int = 50
+    # Approximate candidate retrieval (ann.py): used for catalogs of ann_min_items or more
+    # whose model was published with an index.
+    ann_min_items: int = 200_000
+    ann_fetch: int = 200
+    ann_expansion: int = 200
+    ann_exact_below: float = 0.1
     redis_timeout_s: float = 0.25
     # REDIS_URL names a Redis Cluster node; the per-user hash tags keep reads one round trip.
     redis_cluster: bool = False
@@ -98,6 +105,9 @@ class RecommenderSettings:
     max_connection_age_s: float = 300.0
     noop: bool = False
     tls: TlsSettings | None = None
+    # Filled by ``__main__`` from ``recsys.auth.load_auth_settings`` (AUTH_MODE defaults
+    # to required there); a settings object built in code (tests) starts with auth off.
+    auth: AuthSettings = AUTH_OFF
 
     def __post_init__(self) -> None:
         if not self.model_dir:
@@ -142,6 +152,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> RecommenderSettings:
         history_mode=env_choice(env, "FOLDIN_HISTORY", "max", HISTORY_MODES),
         trending_cache_s=env_float(env, "TRENDING_CACHE_S", 1.0, minimum=0.0, maximum=3600.0),
         trending_overfetch=env_int(env, "TRENDING_OVERFETCH", 50, minimum=0, maximum=100_000),
+        ann_min_items=env_int(env, "ANN_MIN_ITEMS", 200_000, minimum=0),
+        ann_fetch=env_int(env, "ANN_FETCH", 200, minimum=1, maximum=100_000),
+        ann_expansion=env_int(env, "ANN_EXPANSION", 200, minimum=1, maximum=100_000),
+        ann_exact_below=env_float(env, "ANN_EXACT_BELOW", 0.1, minimum=0.0, maximum=1.0),
         redis_timeout_s=env_float(env, "REDIS_TIMEOUT_S", 0.25, minimum=0.001, maximum=60.0),
         redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
         redis_retry_s=env_float(env, "REDIS_RETRY_S", 1.0, minimum=0.0, maximum=600.0),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys.auth import REASONS as AUTH_REASONS
 from recsys.grpc_status import ANSWERED_CODES
 from recsys.recommender.v1 import recommender_pb2
 from services.recommender.model import (
@@ -69,6 +70,12 @@ RELOADS = Counter(
     "Model reload attempts by result (ok, failed).",
     ["result"],
 )
+AUTH_DENIED = Counter(
+    "recsys_recommender_auth_denied_total",
+    "Calls refused by authentication or authorisation, by method and reason "
+    "(missing, malformed, unknown: UNAUTHENTICATED; forbidden: PERMISSION_DENIED).",
+    ["method", "reason"],
+)
 REDIS_UP = Gauge(
     "recsys_recommender_redis_up",
     "1 when the last Redis call of every worker succeeded (min over workers).",
@@ -80,6 +87,8 @@ for _method in METHODS:
     LATENCY.labels(_method)
     for _code in ANSWERED_CODES:
         REQUESTS.labels(_method, _code.name)
+    for _reason in AUTH_REASONS:
+        AUTH_DENIED.labels(_method, _reason)
 for _method in DEGRADED_METHODS:
     DEGRADED.labels(_method)
 for _source in (SOURCE_FOLDIN, SOURCE_MODEL, SOURCE_TRENDING, SOURCE_POPULAR):

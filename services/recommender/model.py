@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ import scipy.linalg
 from scipy.linalg import lapack
 
 from recsys.errors import InvalidArgumentError, NotFoundError
-from services.recommender import artifact
+from services.recommender import ann, artifact
 from services.recommender.content import GenreIndex
 from services.recommender.weights import Weighting, WeightingConfig
 
@@ -187,6 +188,10 @@ class Model:
         self._genres = GenreIndex(
             [self.items[i].genres if i in self.items else () for i in self.item_ids]
         )
+        # The ANN index over the item factors (set by load when the artifact has one) and
+        # each category filter's (mask, share of the catalog, rows), built on first use.
+        self.index: ann.ItemIndex | None = None
+        self._filters: dict[frozenset[str], tuple[np.ndarray, float, np.ndarray]] = {}
 
     # ----------------------------------------------------------------- properties
     @property
@@ -240,9 +245,12 @@ class Model:
         )
 
     def lookup_rows(self, ids: Iterable[str]) -> np.ndarray:
-        """Each id's row, -1 for an id the model does not know (int64, in the ids' order)."""
-        get = self._item_row.get
-        return np.fromiter((get(i, -1) for i in ids), dtype=np.int64)
+        """Each id's row, -1 for an id the model does not know (int64, in the ids' order).
+
+        ``map`` over the dict's ``get`` rather than a generator: no Python frame per id, a
+        third less CPU for the ~100 live items of a request (docs/benchmarks.md, History,
+        "The Recommend margin at ML-100K")."""
+        return np.fromiter(map(self._item_row.get, ids, repeat(-1)), dtype=np.int64)
 
     # ------------------------------------------------------------------ fold-in
     def _rows(self, user_items: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +326,65 @@ class Model:
         """Rows of the items with at least one of ``categories``: the mask ``recommend``
         applies for ``filter_categories``, for callers that score the catalog themselves."""
         return self._candidate_mask((), categories)
+
+    def category_filter(self, categories: Iterable[str]) -> tuple[np.ndarray, float, np.ndarray]:
+        """(mask, share of the catalog, rows) of the items with at least one of
+        ``categories``; cached per set, since a category request otherwise rebuilds a mask
+        over the whole catalog (a few of them at most: a shop's widgets use a handful)."""
+        key = frozenset(c.lower() for c in categories)
+        found = self._filters.get(key)
+        if found is None:
+            mask = self._genres.mask_any(key)
+            rows = np.flatnonzero(mask)
+            found = (mask, rows.size / max(self.n_items, 1), rows)
+            if len(self._filters) >= 64:
+                self._filters = {}
+            self._filters[key] = found
+        return found
+
+    def rank(
+        self,
+        vector: np.ndarray,
+        k: int,
+        exclude_rows: np.ndarray,
+        categories: Iterable[str] | None = None,
+        search: ann.SearchSettings | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of the best ``k`` items for ``vector``, best first, leaving out
+        ``exclude_rows`` and, with ``categories``, the items having none of them.
+
+        With ``search`` and an index, candidates come from the index and are scored exactly
+        (ann.py: over-fetch, re-rank, a narrow filter scored exactly); otherwise every item
+        is scored."""
+        allowed: np.ndarray | None = None
+        share = 1.0
+        rows: np.ndarray | None = None
+        if categories:
+            allowed, share, rows = self.category_filter(categories)
+        index = self.index
+        if search is not None and index is not None:
+            if allowed is not None and share < search.exact_below:
+                assert rows is not None
+                return self._rank_rows(vector, k, exclude_rows, rows)
+            found = index.search(vector, k, exclude_rows, allowed, share, search)
+            if found is not None:
+                return found
+        scores = self.item_scores(vector)
+        scores[exclude_rows] = -np.inf
+        if allowed is not None:
+            scores[~allowed] = -np.inf
+        best = top_k(scores, k)
+        return best, scores[best]
+
+    def _rank_rows(
+        self, vector: np.ndarray, k: int, exclude_rows: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` among ``rows`` (sorted): a narrow filter's own items only."""
+        scores = np.asarray(self._y[rows] @ vector, dtype=np.float32)
+        if exclude_rows.size:
+            scores[np.isin(rows, exclude_rows)] = -np.inf
+        best = top_k(scores, k)
+        return rows[best], scores[best]
 
     def _exclude_rows(self, ids: Iterable[str]) -> list[int]:
         return [r for r in (self._item_row.get(i) for i in ids) if r is not None]
@@ -518,21 +585,36 @@ class Model:
         }
         return arrays, json_files
 
-    def save(self, store: str | os.PathLike[str], *, make_current: bool = True) -> str:
-        """Publish this model as a new version in ``store``; returns the version id."""
+    def save(
+        self,
+        store: str | os.PathLike[str],
+        *,
+        make_current: bool = True,
+        index_min_items: int = ann.DEFAULT_MIN_ITEMS,
+    ) -> str:
+        """Publish this model as a new version in ``store``; returns the version id.
+
+        A catalog of ``index_min_items`` items or more gets the ANN index (ann.py) built
+        now, at training time, so no server builds one on load."""
         arrays, json_files = self.to_artifact()
+        files = {}
+        if self.n_items >= index_min_items:
+            y = self._y
+            files[ann.INDEX_FILE] = lambda path: ann.build(y, path)
         path = artifact.publish(
             store,
             arrays=arrays,
             json_files=json_files,
             version=self.version if artifact.is_version_id(self.version) else None,
             make_current=make_current,
+            files=files,
         )
         return path.name
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Model:
-        """Load a version directory or a store's current version; factors are memory-mapped."""
+    def load(cls, path: str | os.PathLike[str], *, expansion: int = 200) -> Model:
+        """Load a version directory or a store's current version; factors are memory-mapped,
+        and so is the ANN index when the version has one (``expansion``: its search beam)."""
         reader = artifact.ArtifactReader(path)
         config = reader.json("config")
         history = None
@@ -554,7 +636,7 @@ class Model:
             )
             for item_id, meta in reader.json("items", {}).items()
         }
-        return cls(
+        model = cls(
             version=reader.version,
             item_ids=reader.json("item_ids"),
             user_ids=reader.json("user_ids"),
@@ -569,3 +651,7 @@ class Model:
             config=config,
             metrics=reader.json("metrics", {}),
         )
+        index_path = reader.file(ann.INDEX_FILE)
+        if index_path is not None:
+            model.index = ann.ItemIndex(index_path, item_factors, expansion)
+        return model

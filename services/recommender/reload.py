@@ -38,8 +38,8 @@ def warm_up(model: Model) -> None:
         model.popular(min(10, model.n_items))
 
 
-def load_model(path: Path) -> Model:
-    model = Model.load(path)
+def load_model(path: Path, expansion: int = 200) -> Model:
+    model = Model.load(path, expansion=expansion)
     warm_up(model)
     return model
 

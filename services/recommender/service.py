@@ -28,9 +28,9 @@ answers any anonymous visitor gets (the record does not expire).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
@@ -40,13 +40,13 @@ import numpy as np
 from recsys.errors import InvalidArgumentError, NotFoundError, RecsysError
 from recsys.store.base import FeatureStore
 from recsys.store.model import Sentiment, UserState
+from services.recommender.ann import SearchSettings
 from services.recommender.model import (
     SOURCE_FOLDIN,
     SOURCE_MODEL,
     SOURCE_POPULAR,
     SOURCE_TRENDING,
     Model,
-    top_k,
     usable,
 )
 
@@ -83,6 +83,9 @@ class Limits:
     trending_cache_s: float = 1.0
     trending_overfetch: int = 50
     redis_retry_s: float = 1.0
+    # Catalogs this large are served from the model's ANN index when it has one (ann.py).
+    ann_min_items: int = 200_000
+    ann: SearchSettings = field(default_factory=SearchSettings)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,13 @@ class History(NamedTuple):
 
 
 # --------------------------------------------------------------------------- validation
+# Unicode's control (Cc) and surrogate (Cs) characters: the Cc set is fixed by Unicode's
+# stability policy, so this equals ``unicodedata.category(ch) in ("Cc", "Cs")`` on every code
+# point (checked in tests/unit/test_recommender_service.py) at a fortieth of the CPU of a
+# per-character loop, for each id of every request.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def check_id(name: str, value: str, max_length: int) -> str:
     """Reject ids that can never name anything: empty, over-long, or with control characters.
 
@@ -175,7 +185,7 @@ def check_id(name: str, value: str, max_length: int) -> str:
         raise InvalidArgumentError(
             f"{name} is {len(value)} characters long; the maximum is {max_length}"
         )
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+    if _CONTROL.search(value) is not None:
         raise InvalidArgumentError(f"{name} contains control characters")
     return value
 
@@ -235,12 +245,6 @@ def merge_rows(
     np.not_equal(rows[1:], rows[:-1], out=first[1:])
     merged = np.add.reduceat(raw, np.flatnonzero(first)) if mode == "sum" else raw[first]
     return usable(rows[first], merged)
-
-
-def _category_mask(model: Model, categories: Iterable[str]) -> np.ndarray:
-    """Items with at least one of ``categories``: the very mask ``Model.recommend`` applies
-    for ``filter_categories``, so a category request ranks as the model would rank it."""
-    return model.category_mask(categories)
 
 
 # ------------------------------------------------------------------------------ state
@@ -500,22 +504,21 @@ class RecommenderService:
         if vector is None:
             cold_exclude = excluded if include_seen else excluded | set(live)
             return self._cold_start(model, user_id, k, cold_exclude, categories, degraded)
-        scores = model.item_scores(vector)
+        parts = []
         if not include_seen:
-            scores[history.rows] = -np.inf
-            scores[live_rows[live_rows >= 0]] = -np.inf
+            parts += [history.rows, live_rows[live_rows >= 0]]
             excluded = excluded.difference(live)  # dropped by row just above
         if excluded:
             ex = model.lookup_rows(excluded)
-            scores[ex[ex >= 0]] = -np.inf
-        if categories is not None:
-            scores[~_category_mask(model, categories)] = -np.inf
-        best = top_k(scores, k)
+            parts.append(ex[ex >= 0])
+        exclude_rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        search = lim.ann if model.n_items >= lim.ann_min_items else None
+        best, best_scores = model.rank(vector, k, exclude_rows, categories, search)
         ids = model.item_ids
         cold = model.cold_items[best].tolist()
         items = [
             ScoredItem(ids[r], s, REASON_CONTENT if c else REASON_COLLABORATIVE)
-            for r, s, c in zip(best.tolist(), scores[best].tolist(), cold, strict=True)
+            for r, s, c in zip(best.tolist(), best_scores.tolist(), cold, strict=True)
         ]
         return RecommendResult(user_id, items, model.version, degraded, source)
 

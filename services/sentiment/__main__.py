@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from recsys.auth import AuthSettings, load_auth_settings
 from recsys.errors import RecsysError
 from recsys.health import HealthState, health_only_server
 from recsys.log import configure_logging
@@ -30,20 +31,23 @@ from services.sentiment.config import SentimentSettings, load_settings
 log = logging.getLogger("services.sentiment")
 
 
-def serve(settings: SentimentSettings, stop: threading.Event) -> int:
+def serve(settings: SentimentSettings, auth: AuthSettings, stop: threading.Event) -> int:
     from services.sentiment.backends import make_backend
     from services.sentiment.server import SERVICE_NAME, SwappablePredictor, create_server
 
     health = HealthState([SERVICE_NAME])
     backend = None
     predictor = SwappablePredictor()
-    server, port = create_server(predictor, settings, health)
+    server, port = create_server(predictor, settings, health, auth=auth.policy)
     server.start()
     metrics_port = start_metrics_server(settings.metrics_port)
     log.info(
         "sentiment service starting",
-        extra={"grpc_port": port, "metrics_port": metrics_port, "backend": settings.backend},
-    )
+        extra={"grpc_port": port, "metrics_port": metrics_port, "backend": settings.backend,
+               "auth": auth.mode},
+    )  # fmt: skip
+    if not auth.enabled:
+        log.warning("AUTH_MODE=off: every caller may call every method (local demo only)")
     try:
         backend = make_backend(settings)
         predictor.set(backend)
@@ -137,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings()
+        # Only the API needs credentials: the consumer serves health alone.
+        auth = load_auth_settings() if mode == "serve" else AuthSettings("off")
     except RecsysError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     install_stop_handlers(stop, log)
     try:
-        return serve(settings, stop) if mode == "serve" else consume(settings, stop)
+        return serve(settings, auth, stop) if mode == "serve" else consume(settings, stop)
     except RecsysError as exc:
         log.error("sentiment service failed", extra={"error": str(exc)})
         return 2

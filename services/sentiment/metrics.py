@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys.auth import REASONS as AUTH_REASONS
 from recsys.grpc_status import ANSWERED_CODES
 from recsys.sentiment.v1 import sentiment_pb2
 from services.sentiment.core import LABELS, LANG_EN, LANG_UNDETERMINED, LANG_ZH, REASON_CODES
@@ -41,6 +42,12 @@ REQUEST_SECONDS = Histogram(
     "gRPC handler time, by method.",
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+AUTH_DENIED = Counter(
+    "recsys_sentiment_auth_denied_total",
+    "Calls refused by authentication or authorisation, by method and reason "
+    "(missing, malformed, unknown: UNAUTHENTICATED; forbidden: PERMISSION_DENIED).",
+    ["method", "reason"],
 )
 CLASSIFIED = Counter(
     "recsys_sentiment_classified_total",
@@ -85,6 +92,8 @@ for _method in METHODS:
     REQUEST_SECONDS.labels(_method)
     for _code in ANSWERED_CODES:
         REQUESTS.labels(_method, _code.name)
+    for _reason in AUTH_REASONS:
+        AUTH_DENIED.labels(_method, _reason)
 for _label in LABELS:
     for _language in (*LANGUAGES, OTHER_LANGUAGE):
         CLASSIFIED.labels(_label, _language)

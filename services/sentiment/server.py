@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from recsys.auth import Policy
 from recsys.errors import UnavailableError
+from recsys.grpc_auth import auth_refusal
 from recsys.grpc_requests import LogThrottle, add_servicer, error_refusal, refusal
 from recsys.health import HealthState, add_health_and_reflection
 from recsys.ports import bind_failed, ensure_port_free
@@ -71,9 +73,15 @@ def _text_request(req: sentiment_pb2.ClassifyRequest) -> TextRequest:
 
 
 class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
-    def __init__(self, predictor: Predictor, settings: SentimentSettings) -> None:
+    """``auth`` is the credentials policy (None: ``AUTH_MODE=off``)."""
+
+    def __init__(
+        self, predictor: Predictor, settings: SentimentSettings, auth: Policy | None = None
+    ) -> None:
         self.predictor = predictor
         self.settings = settings
+        self.auth = auth
+        self._full_names = {m.name: f"{SERVICE_NAME}/{m.name}" for m in SERVICE.methods}
 
     def _call(
         self, method: str, request: object, context: grpc.ServicerContext, fn: Callable[[], T]
@@ -83,12 +91,20 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         A body that did not parse (``request`` is a :class:`MalformedRequest`) is
         INVALID_ARGUMENT, logged at most once per 10 s per method. An error that is not a
         RecsysError is a bug: INTERNAL without details, logged with its traceback (left to
-        grpc it would be UNKNOWN with the exception's text, and counted here as OK).
+        grpc it would be UNKNOWN with the exception's text, and counted here as OK). A call
+        the credentials policy refuses is answered before anything else (``recsys.grpc_auth``).
         """
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            refused = refusal(method, request, _malformed_log)
+            refused = None
+            if self.auth is not None:
+                denied = auth_refusal(self.auth, self._full_names[method], context)
+                if denied is not None:
+                    metrics.AUTH_DENIED.labels(method, denied[2]).inc()
+                    refused = denied[0], denied[1]
+            if refused is None:
+                refused = refusal(method, request, _malformed_log)
             if refused is None:
                 try:
                     return fn()
@@ -139,9 +155,11 @@ def create_server(
     *,
     port: int | None = None,
     host: str = "0.0.0.0",
+    auth: Policy | None = None,
 ) -> tuple[grpc.Server, int]:
     """An unstarted server with SentimentService, health and reflection; returns the bound port.
 
+    ``auth`` is the credentials policy (None: every caller may call every method).
     Incoming messages are capped at what ``max_batch`` texts of ``max_text_chars``
     (4 bytes each in UTF-8) can need, so an oversized request is refused by gRPC
     before it is parsed.
@@ -158,7 +176,7 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers), options=options
     )
-    add_servicer(server, SentimentServicer(predictor, settings), SERVICE)
+    add_servicer(server, SentimentServicer(predictor, settings, auth), SERVICE)
     add_health_and_reflection(server, health, [SERVICE_NAME])
     try:
         bound = server.add_insecure_port(f"{host}:{bind_port}")

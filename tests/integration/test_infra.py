@@ -64,7 +64,7 @@ def test_infra_up_status_down_leaves_no_process_behind(tmp_path: Path, kind: str
         exports = up.stdout.strip()
         assert exports == (
             f"export KAFKA_BOOTSTRAP_SERVERS={state['kafka']['bootstrap']} "
-            f"REDIS_URL={state['redis']['url']}"
+            f"REDIS_URL={state['redis']['url']} AUTH_MODE=off"
         )
         assert metadata_ready(state["kafka"]["bootstrap"])
         client = make_redis(state["redis"]["url"])

@@ -8,10 +8,8 @@ checkable without a data set.
 
 from __future__ import annotations
 
-import os
 import random
 import string
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tls_certs import HAVE_OPENSSL, make_certs
 
 from recsys.events.v1 import events_pb2
 from recsys.kafka_codec import encode
@@ -658,35 +657,7 @@ def test_process_with_two_workers_serves_and_drains_on_sigterm(
 
 
 # ---------------------------------------------------------------------------------- TLS
-def make_certs(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    openssl = "openssl"
-    paths = {name: directory / name for name in (
-        "ca.key", "ca.pem", "server.key", "server.csr", "server.pem",
-        "client.key", "client.csr", "client.pem", "san.cnf")}  # fmt: skip
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(paths["ca.key"]),
-        "-out", str(paths["ca.pem"]), "-days", "2", "-subj", "/CN=test-ca")  # fmt: skip
-    paths["san.cnf"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for who in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(paths[f"{who}.key"]),
-            "-out", str(paths[f"{who}.csr"]), "-subj", f"/CN={who}")  # fmt: skip
-        run("x509", "-req", "-in", str(paths[f"{who}.csr"]), "-CA", str(paths["ca.pem"]),
-            "-CAkey", str(paths["ca.key"]), "-CAcreateserial", "-out", str(paths[f"{who}.pem"]),
-            "-days", "2", "-extfile", str(paths["san.cnf"]))  # fmt: skip
-    return paths
-
-
-@pytest.mark.skipif(
-    not any(
-        os.access(os.path.join(p, "openssl"), os.X_OK)
-        for p in os.environ.get("PATH", "").split(os.pathsep)
-    ),
-    reason="needs the openssl CLI",
-)
+@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
 def test_mutual_tls_requires_a_client_certificate(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:

@@ -559,3 +559,84 @@ def test_credentials_rule_rejects_shared_or_literal_logins(
 ) -> None:
     errors = rules.check_credentials(docs)
     assert any(expected in e for e in errors), errors
+
+
+# --------------------------------------------------------------------------
+# API authentication: the API Deployments require credentials, one Secret per client
+# --------------------------------------------------------------------------
+
+
+def _api(
+    name: str,
+    mode: str = "required",
+    sources: list[dict[str, Any]] | None = None,
+    path: str = "/etc/recsys/auth",
+) -> dict[str, Any]:
+    env = [
+        {"name": "AUTH_MODE", "value": mode},
+        {"name": "AUTH_CREDENTIALS_FILE", "value": path},
+    ]
+    doc = _workload("Deployment", name, env)
+    pod = doc["spec"]["template"]["spec"]
+    pod["containers"][0]["volumeMounts"] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "api-credentials", "mountPath": "/etc/recsys/auth", "readOnly": True},
+    ]
+    if sources is None:
+        sources = [{"secret": {"name": f"recsys-auth-{name}-client"}}]
+    pod["volumes"] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "api-credentials", "projected": {"sources": sources}},
+    ]
+    return doc
+
+
+def test_api_auth_rule_accepts_required_auth_from_secrets() -> None:
+    assert rules.check_api_auth([_api("recommender"), _api("sentiment")]) == []
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (_api("recommender", mode="off"), "AUTH_MODE must be 'required'"),
+        (_api("sentiment", path="/var/creds"), "must lie in a mounted volume"),
+        (_api("sentiment", path=""), "must lie in a mounted volume"),
+        (
+            _api("recommender", sources=[{"configMap": {"name": "clients"}}]),
+            "must be Secrets only",
+        ),
+    ],
+)
+def test_api_auth_rule_rejects_an_api_open_or_credentials_outside_secrets(
+    doc: dict[str, Any], expected: str
+) -> None:
+    errors = rules.check_api_auth([doc])
+    assert any(expected in e for e in errors), errors
+
+
+def test_a_client_secret_mounted_by_two_workloads_is_shared() -> None:
+    shared = [{"secret": {"name": "recsys-auth-admin"}}]
+    errors = rules.check_credentials(
+        [_api("recommender", sources=shared), _api("sentiment", sources=shared)]
+    )
+    assert any("Secret/recsys-auth-admin is shared" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_api_deployments_require_auth_with_one_secret_per_client(overlay: str) -> None:
+    workloads = overlay_workloads(overlay)
+    clients: dict[str, str] = {}
+    for workload in rules.API_WORKLOADS:
+        entry = workloads[workload]
+        assert entry["value"]["AUTH_MODE"] == "required"
+        assert entry["value"]["AUTH_CREDENTIALS_FILE"] == "/etc/recsys/auth"
+        for secret, path in re.findall(
+            r"- secret:\n\s+name: (recsys-auth-\S+)\n\s+items:\n\s+- key: client\.json\n"
+            r"\s+path: (\S+)\n",
+            entry["text"],
+        ):
+            assert secret not in clients, f"{secret} mounted by {clients.get(secret)} too"
+            clients[secret] = workload
+            assert path == secret.removeprefix("recsys-auth-") + ".json"
+    assert set(clients.values()) == set(rules.API_WORKLOADS)
+    assert "AUTH_MODE" not in workloads["Deployment/sentiment-consumer"]["value"]

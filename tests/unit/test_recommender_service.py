@@ -8,6 +8,7 @@ ConnectionError (a pure unit test: the real Redis path is in tests/integration).
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -115,6 +116,21 @@ def test_malformed_filters_are_invalid_argument(filters: dict[str, Any], fragmen
 
 def test_unicode_ids_are_accepted() -> None:
     assert check_id("user_id", "użytkownik-🙂", 128) == "użytkownik-🙂"
+
+
+def test_control_and_surrogate_characters_are_refused_exactly_as_unicode_classifies_them() -> None:
+    """check_id's pattern against ``unicodedata`` on every code point, so the fast check
+    refuses exactly the Cc and Cs characters and nothing else."""
+    import unicodedata
+
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        bad = unicodedata.category(ch) in ("Cc", "Cs")
+        if bad:
+            with pytest.raises(InvalidArgumentError, match="control characters"):
+                check_id("user_id", f"u{ch}", 128)
+        elif cp % 997 == 0 or cp < 0x3000:  # every refusal checked; a spread of acceptances
+            assert check_id("user_id", f"u{ch}", 128)
 
 
 def test_similar_items_unknown_item_is_not_found() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from recsys.errors import ConfigError, UnavailableError
 from recsys.store import (
+    ApplyResult,
     FeatureEvent,
     FeatureStore,
     KeySchema,
@@ -353,9 +354,7 @@ def test_decay_rate_rejects_non_positive_half_life() -> None:
 
 def test_script_arguments_carry_each_event_once_with_the_exact_recent_entry() -> None:
     """The cached entry heads and float texts give byte for byte FeatureEvent.recent_entry."""
-    import json
-
-    from recsys.store.redis_store import RedisFeatureStore
+    from recsys.store.redis_store import RedisFeatureStore, resp_command
 
     store = RedisFeatureStore(None, KeySchema("p"), CFG)
     store._sha = {"batch": "0" * 40}
@@ -367,10 +366,25 @@ def test_script_arguments_carry_each_event_once_with_the_exact_recent_entry() ->
         FeatureEvent("e5", "u3", "i3", "view", 1, 1_700_000_000),  # ints: not cached
         FeatureEvent("e6", "u3", "i3", "view", 1.0, float("inf")),
     ]
-    (call,) = store._batch_commands(batch, T0).args()
-    groups = json.loads(call[-1])
+    calls = store._batch_commands(batch, T0)
+    (call,) = calls.args()
+    nkeys = int(call[2])
+    assert call[3 + nkeys + 9] == "1"  # standalone: user and global part in one call
+    groups, rest = [], call[3 + nkeys + 10 :]
+    while rest:  # per user: its event count (negative: maintenance due), six strings each
+        n = abs(int(rest[0]))
+        groups.append(rest[1 : 1 + 6 * n])
+        rest = rest[1 + 6 * n :]
     assert [len(g) for g in groups] == [12, 12, 12]  # six strings per event, grouped per user
     flat = [tuple(g[i : i + 6]) for g in groups for i in range(0, len(g), 6)]
+    # the RESP the standalone path sends is these arguments, byte for byte: with a
+    # non-ASCII character (lengths in bytes) and without (the one-f-string-per-event path)
+    packed, count = calls.packed()
+    assert count == 1
+    assert packed == resp_command(*call).encode("utf-8")
+    ascii_calls = store._batch_commands([e for e in batch if e.item_id.isascii()], T0)
+    (ascii_call,) = ascii_calls.args()
+    assert ascii_calls.packed() == (resp_command(*ascii_call).encode("ascii"), 1)
     for ev, (event_id, item, weight, ts, kind, entry) in zip(batch, flat, strict=True):
         assert (event_id, item, kind) == (ev.event_id, ev.item_id, ev.event_type)
         assert float(weight) == ev.weight and float(ts) == ev.ts
@@ -382,6 +396,9 @@ def test_script_arguments_carry_each_event_once_with_the_exact_recent_entry() ->
 def test_user_ttl_is_refreshed_for_all_four_keys_once_a_percent_has_passed(
     layout: str, redis_client: Any, key_prefix: str
 ) -> None:
+    """The TTL refresh is amortised: a write refreshes the four keys once 1% of the TTL
+    has passed since this process last refreshed them (the server's remaining TTL is not
+    read any more); a replay writes nothing and so refreshes nothing."""
     from recsys.store.redis_store import RedisFeatureStore
 
     keys = KeySchema(key_prefix)
@@ -390,21 +407,96 @@ def test_user_ttl_is_refreshed_for_all_four_keys_once_a_percent_has_passed(
     four = [keys.recent("u1"), keys.seen("u1"), keys.weights("u1"), keys.applied("u1")]
     store.apply_events([ev(1)], now=T0)
     assert all(990 < redis_client.ttl(k) <= 1000 for k in four)
-    # less than 1% of the TTL has passed: a write leaves the TTLs as they are
+    # less than 1% of the TTL has passed (5 s, which the TTLs show): no refresh
     for k in four:
         redis_client.expire(k, 995)
-    store.apply_events([ev(2)], now=T0 + 1)
+    store.apply_events([ev(2)], now=T0 + 5)
     assert all(redis_client.ttl(k) <= 995 for k in four)
-    # more than 1%: the write refreshes all four keys
+    # more than 1% (15 s): the write refreshes all four keys
     for k in four:
         redis_client.expire(k, 985)
-    store.apply_events([ev(3)], now=T0 + 2)
+    store.apply_events([ev(3)], now=T0 + 15)
     assert all(redis_client.ttl(k) > 995 for k in four)
-    # a replayed event writes nothing, so it refreshes nothing either
+    # a replayed event writes nothing, so it refreshes nothing either, even when due
     for k in four:
         redis_client.expire(k, 900)
-    store.apply_events([ev(3)], now=T0 + 3)
+    store.apply_events([ev(3)], now=T0 + 200)
     assert all(redis_client.ttl(k) <= 900 for k in four)
+    # ... and the refresh stays due: the next write that applies something does it
+    store.apply_events([ev(4)], now=T0 + 201)
+    assert all(redis_client.ttl(k) > 995 for k in four)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", list(REDIS_LAYOUTS))
+def test_keys_created_again_get_their_ttl_whatever_the_process_remembers(
+    layout: str, redis_client: Any, key_prefix: str
+) -> None:
+    """Regression guard for the amortised refresh: keys deleted behind the process's back
+    (forget_user, another process, an operator) and written again must not live forever."""
+    from recsys.store.redis_store import RedisFeatureStore
+
+    keys = KeySchema(key_prefix)
+    store = RedisFeatureStore(
+        redis_client, keys, StoreConfig(user_ttl_s=1000), **REDIS_LAYOUTS[layout]
+    )
+    four = [keys.recent("u1"), keys.seen("u1"), keys.weights("u1"), keys.applied("u1")]
+    store.apply_events([ev(1)], now=T0)
+    redis_client.delete(*four)
+    store.apply_events([ev(2)], now=T0 + 1)  # refreshed 1 s ago, as far as the store knows
+    assert all(990 < redis_client.ttl(k) <= 1000 for k in four)
+    store.forget_user("u1", now=T0 + 2)
+    store.apply_events([ev(3)], now=T0 + 3)
+    assert all(990 < redis_client.ttl(k) <= 1000 for k in four)
+    # a second process (its own memory of refreshes) refreshes on its first write
+    other = RedisFeatureStore(
+        redis_client, keys, StoreConfig(user_ttl_s=1000), **REDIS_LAYOUTS[layout]
+    )
+    for k in four:
+        redis_client.expire(k, 995)
+    other.apply_events([ev(4)], now=T0 + 4)
+    assert all(redis_client.ttl(k) > 995 for k in four)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", list(REDIS_LAYOUTS))
+def test_dedup_memory_stays_within_a_tenth_over_its_cap(
+    layout: str, redis_client: Any, key_prefix: str
+) -> None:
+    """Pruning is amortised (every DEDUP_MAX_USER / 10 events of a user, or once 1% of the
+    TTL has passed): the per-user memory never holds more than 1.1 times its cap."""
+    from recsys.store.redis_store import RedisFeatureStore
+
+    keys = KeySchema(key_prefix)
+    cfg = StoreConfig(dedup_max_user=50)
+    store = RedisFeatureStore(redis_client, keys, cfg, **REDIS_LAYOUTS[layout])
+    sizes = []
+    for i in range(0, 300, 3):
+        store.apply_events([ev(i + j) for j in range(3)], now=T0)
+        sizes.append(redis_client.zcard(keys.applied("u1")))
+    assert max(sizes) <= 55
+    assert max(sizes) > 50  # pruned in steps, not on every write
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", list(REDIS_LAYOUTS))
+def test_standalone_layout_keeps_one_dedup_memory_and_cluster_layout_two(
+    layout: str, redis_client: Any, key_prefix: str
+) -> None:
+    """Standalone: the user part and the global part of an event run in one atomic call, so
+    the user's dedup memory serves both and `{g}:applied` is never written. A cluster's
+    global part is a call of its own and keeps its own memory."""
+    from recsys.store.redis_store import RedisFeatureStore
+
+    keys = KeySchema(key_prefix)
+    store = RedisFeatureStore(redis_client, keys, CFG, **REDIS_LAYOUTS[layout])
+    batch = [ev(i, user=f"u{i % 3}", item=f"i{i % 4}") for i in range(12)]
+    assert store.apply_events(batch, now=T0) == ApplyResult(12, 12, 12)
+    counters, trending = store.counters(), store.trending_log_scores()
+    replay = store.apply_events(batch, now=T0 + 1)
+    assert (replay.user_applied, replay.global_applied) == (0, 0)
+    assert store.counters() == counters and store.trending_log_scores() == trending
+    assert bool(redis_client.exists(keys.global_applied())) == (layout == "redis-cluster-layout")
 
 
 # --------------------------------------------------------------------------- serving read
