@@ -301,6 +301,29 @@ def expand(value: str, env: Mapping[str, str]) -> str:
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", one, value)
 
 
+class SmokeSecrets(dict[str, dict[str, str]]):
+    """The Secrets the manifests reference, with smoke values: the Redis logins given, and
+    any other (an API client's ``client.json``) made on first use with a fresh token that
+    may call every method; ``tokens`` keeps each such token for the smoke client."""
+
+    def __init__(self, data: Mapping[str, dict[str, str]]) -> None:
+        super().__init__(data)
+        self.tokens: dict[str, str] = {}
+
+    def __missing__(self, name: str) -> dict[str, str]:
+        from recsys.auth import KNOWN_SERVICES, hash_token
+
+        token = secrets.token_hex(24)
+        client = {
+            "name": name,
+            "token_sha256": hash_token(token),
+            "allow": [f"{s}/*" for s in KNOWN_SERVICES],
+        }
+        self.tokens[name] = token
+        self[name] = {"client.json": json.dumps({"clients": [client]})}
+        return self[name]
+
+
 def container_env(
     container: dict[str, Any],
     objects: Sequence[dict[str, Any]],
@@ -348,22 +371,48 @@ class PodDirs:
 
     root: Path
     claims: Mapping[str, Path]
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     made: dict[str, Path] = field(default_factory=dict)
 
     def volume(self, pod: dict[str, Any], name: str) -> Path:
         spec = next(v for v in pod.get("volumes", []) if v["name"] == name)
         if "persistentVolumeClaim" in spec:
             return self.claims[spec["persistentVolumeClaim"]["claimName"]]
-        if "emptyDir" not in spec:
-            raise ValueError(f"volume {name}: only emptyDir and PVC volumes are smoke-run")
-        if name not in self.made:
-            path = self.root / name
-            path.mkdir(parents=True)
-            security = pod.get("securityContext", {})
-            os.chown(path, security.get("runAsUser", 0), security.get("fsGroup", 0))
+        if name in self.made:
+            return self.made[name]
+        security = pod.get("securityContext", {})
+        owner = (security.get("runAsUser", 0), security.get("fsGroup", 0))
+        path = self.root / name
+        path.mkdir(parents=True)
+        os.chown(path, *owner)
+        if "emptyDir" in spec:
             path.chmod(0o2770)
-            self.made[name] = path
-        return self.made[name]
+        elif "secret" in spec or "projected" in spec:
+            self._secret_files(spec, path, owner)
+        else:
+            raise ValueError(f"volume {name}: only emptyDir, Secret and PVC volumes are smoke-run")
+        self.made[name] = path
+        return path
+
+    def _secret_files(self, spec: dict[str, Any], path: Path, owner: tuple[int, int]) -> None:
+        """A Secret volume (or a projected one of Secrets) as its files, mode as declared."""
+        if "secret" in spec:
+            sources = [{"secret": {"name": spec["secret"]["secretName"], **spec["secret"]}}]
+            mode = spec["secret"].get("defaultMode", 0o644)
+        else:
+            sources = spec["projected"]["sources"]
+            mode = spec["projected"].get("defaultMode", 0o644)
+        for source in sources:
+            if "secret" not in source:
+                raise ValueError(f"projected source {source}: only Secrets are smoke-run")
+            data = self.secrets[source["secret"]["name"]]
+            items = source["secret"].get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                target = path / item["path"]
+                target.write_text(data[item["key"]])
+                os.chown(target, *owner)
+                target.chmod(item.get("mode", mode))
+        path.chmod(0o755)
 
 
 def hardened_args(
@@ -426,7 +475,7 @@ class Infra:
     bootstrap: str
     redis_host: str
     redis_port: int
-    secrets: dict[str, dict[str, str]]
+    secrets: SmokeSecrets
 
 
 @contextlib.contextmanager
@@ -457,7 +506,7 @@ def local_infra(work: Path) -> Iterator[Infra]:
             f"recsys-redis-{s}": {"username": f"recsys-{s}", "password": p}
             for s, p in passwords.items()
         }
-        yield Infra(kafka.bootstrap, "127.0.0.1", redis.port, data)
+        yield Infra(kafka.bootstrap, "127.0.0.1", redis.port, SmokeSecrets(data))
     finally:
         if kafka is not None and kafka.server is not None:
             kafka.server.stop()
@@ -532,6 +581,10 @@ class Smoke:
             self.running.append(name)
         return argv
 
+    def token(self) -> str | None:
+        """An API client's token, if the pod reads client credentials (AUTH_MODE=required)."""
+        return next(iter(self.infra.secrets.tokens.values()), None)
+
     def stop_all(self) -> None:
         for name in self.running:
             run(["podman", "stop", "--time", "20", name], self.env, check=False, timeout=60)
@@ -544,7 +597,7 @@ class Smoke:
     def serve(self, service: str, workload: dict[str, Any]) -> tuple[str, int]:
         """Start the workload's one container detached; wait until its gRPC health is SERVING."""
         pod = pod_spec(workload)
-        dirs = PodDirs(self.work / f"{service}-pod", self.claims)
+        dirs = PodDirs(self.work / f"{service}-pod", self.claims, self.infra.secrets)
         ports = (free_port(), free_port())
         argv = self.podman_argv(service, pod, pod["containers"][0], dirs, ports, detach=True)
         run(argv, self.env)
@@ -587,7 +640,7 @@ class Smoke:
 
         workload = find(self.objects, "CronJob", "trainer")
         pod = pod_spec(workload)
-        dirs = PodDirs(self.work / "trainer-pod", self.claims)
+        dirs = PodDirs(self.work / "trainer-pod", self.claims, self.infra.secrets)
         ports = (free_port(), free_port())
         container = pod["containers"][0]
         env = container_env(container, self.objects, self.infra.secrets, {})
@@ -617,7 +670,7 @@ class Smoke:
 
         _name, port = self.serve("recommender", find(self.objects, "Deployment", "recommender"))
         with make_channel(f"127.0.0.1:{port}") as channel:
-            reply = RecommenderClient(channel, timeout_s=10).recommend("1", k=5)
+            reply = RecommenderClient(channel, 10, self.token()).recommend("1", k=5)
         if not reply.items:
             raise RuntimeError("recommender answered Recommend with no items")
         log(f"recommender: Recommend answered {len(reply.items)} items")
@@ -627,7 +680,7 @@ class Smoke:
 
         _name, port = self.serve("sentiment", find(self.objects, "Deployment", "sentiment"))
         with make_channel(f"127.0.0.1:{port}") as channel:
-            reply = SentimentClient(channel, timeout_s=30).classify("great product, works well")
+            reply = SentimentClient(channel, 30, self.token()).classify("great product, works well")
         log(f"sentiment: classified as {reply}")
 
 

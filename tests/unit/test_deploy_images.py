@@ -130,7 +130,7 @@ def test_a_volume_kind_the_smoke_run_cannot_provide_is_an_error(tmp_path: Path) 
     pod = _pod()
     pod["volumes"][0] = {"name": "tmp", "hostPath": {"path": "/"}}
     dirs = images.PodDirs(tmp_path, {"recsys-model-store": tmp_path})
-    with pytest.raises(ValueError, match="only emptyDir and PVC"):
+    with pytest.raises(ValueError, match="only emptyDir, Secret and PVC"):
         images.hardened_args(pod, pod["containers"][0], dirs, {})
 
 
