@@ -207,6 +207,10 @@ def ensure_kubernetes() -> Path:
             "10",
             "go",
             "build",
+            # No in-tree cloud providers (upstream's build tag for them): they add Google's
+            # compute API clients, the slowest packages to compile, and admit nothing here.
+            "-tags",
+            "providerless",
             "-trimpath",
             "-ldflags",
             f"-s -w {ldflags}",
