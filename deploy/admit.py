@@ -536,7 +536,18 @@ def pod_templates(docs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str
         spec = doc["spec"]
         if kind == "CronJob":
             spec = spec["jobTemplate"]["spec"]
-        out.append((f"{kind}/{doc['metadata']['name']}", copy.deepcopy(spec["template"]["spec"])))
+        pod = copy.deepcopy(spec["template"]["spec"])
+        name = doc["metadata"]["name"]
+        # The StatefulSet controller adds a claim volume per volumeClaimTemplate to each pod.
+        for claim in spec.get("volumeClaimTemplates") or [] if kind == "StatefulSet" else []:
+            claim_name = claim["metadata"]["name"]
+            pod.setdefault("volumes", []).append(
+                {
+                    "name": claim_name,
+                    "persistentVolumeClaim": {"claimName": f"{claim_name}-{name}-0"},
+                }
+            )
+        out.append((f"{kind}/{name}", pod))
     return out
 
 

@@ -220,6 +220,22 @@ def test_pod_templates_cover_every_workload_kind() -> None:
     assert labels == ["Deployment/recommender", "CronJob/trainer"]
 
 
+def test_statefulset_pod_templates_get_their_claim_volumes() -> None:
+    """As the StatefulSet controller does: a claim template becomes a pod volume."""
+    sts = {
+        "kind": "StatefulSet",
+        "metadata": {"name": "redis"},
+        "spec": {
+            "template": {"spec": {"containers": []}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}}],
+        },
+    }
+    [(_label, pod)] = admit.pod_templates([sts])
+    assert pod["volumes"] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "data-redis-0"}}
+    ]
+
+
 def test_negative_controls_are_each_broken_in_one_way() -> None:
     docs = _render()
     original = copy.deepcopy(docs)
