@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= dev,sentiment,bench,embedded
+EXTRAS ?= dev,sentiment,bench,embedded,tune
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration lint typecheck protos protos-check \

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "recsys_tools.commands.auth",
     "recsys_tools.commands.events",
     "recsys_tools.commands.kafka_acls",
+    "recsys_tools.commands.onboarding",
     "recsys_tools.commands.recommender",
     "recsys_tools.commands.redis_acl",
     "recsys_tools.commands.serve",

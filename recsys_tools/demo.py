@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from recsys_tools.harness import free_port
+
 K = 10
 SHOW = 5
 
@@ -112,6 +114,7 @@ class Demo:
         self.produced = 0
         self.idle_ms: list[float] = []
         self.idle_redis_ms: list[float] = []  # the same clicks: produced → applied in Redis
+        self.console_url = ""
 
     # ------------------------------------------------------------------ set-up steps
     def run(self, stack: contextlib.ExitStack, work: Path) -> int:
@@ -179,20 +182,25 @@ class Demo:
 
         steps.set_postfix_str("starting the events, recommender and sentiment services")
         common = {**kafka_env(kafka), "REDIS_URL": redis_ep.url, "REDIS_KEY_PREFIX": self.prefix}
+        # metrics ports of their own, which the console scrapes for its system page
+        metrics_ports = {name: free_port() for name in ("events", "recommender", "sentiment")}
         events = start_service("events", ["services.events"], {
-            **common, "EVENTS_TOPIC": self.clicks_topic,
+            **common, "METRICS_PORT": str(metrics_ports["events"]),
+            "EVENTS_TOPIC": self.clicks_topic,
             "EVENTS_DLQ_TOPIC": f"{TOPIC_CLICKS_DLQ}.demo-{self.run_id}",
             "EVENTS_GROUP_ID": f"demo-events-{self.run_id}", "EVENTS_CREATE_TOPICS": "false",
             "EVENTS_POLL_TIMEOUT_MS": "50",
         }, work)  # fmt: skip
         stack.callback(self._stopping, events)
         recommender = start_service("recommender", ["services.recommender"], {
-            **common, "RECSYS_MODEL_DIR": str(store), "GRPC_HOST": "127.0.0.1", "WORKERS": "1",
+            **common, "METRICS_PORT": str(metrics_ports["recommender"]),
+            "RECSYS_MODEL_DIR": str(store), "GRPC_HOST": "127.0.0.1", "WORKERS": "1",
             "RELOAD_INTERVAL_S": "0",
         }, work)  # fmt: skip
         stack.callback(self._stopping, recommender)
         sentiment = start_service("sentiment", ["services.sentiment", "consume"], {
-            **common, "SENTIMENT_MODEL_DIR": str(sent_dir), "SENTIMENT_TOPIC": self.feedback_topic,
+            **common, "METRICS_PORT": str(metrics_ports["sentiment"]),
+            "SENTIMENT_MODEL_DIR": str(sent_dir), "SENTIMENT_TOPIC": self.feedback_topic,
             "SENTIMENT_OUTPUT_TOPIC": self.scored_topic,
             "SENTIMENT_DLQ_TOPIC": f"{TOPIC_FEEDBACK_DLQ}.demo-{self.run_id}",
             "SENTIMENT_GROUP_ID": f"demo-sentiment-{self.run_id}",
@@ -203,6 +211,7 @@ class Demo:
             wait_serving(svc)
             say(f"service {svc.name}: pid {svc.pid}, gRPC {svc.target}, log {svc.log_path}")
         self.services = [events, recommender, sentiment]
+        self._console(common, recommender, metrics_ports, work, stack)
         steps.update()
 
         from recsys.redis_io import make_redis
@@ -221,6 +230,36 @@ class Demo:
         if not self.stop.is_set():
             self._feedback()
         return 0
+
+    def _console(self, common: dict[str, str], recommender: Any, metrics_ports: dict[str, int],
+                 work: Path, stack: contextlib.ExitStack) -> None:  # fmt: skip
+        """The web console on ``--console-port`` (a free port when that one is taken),
+        reading this demo's services; its address is printed (and opened with
+        ``--open-console``) while the replay runs."""
+        if self.args.console_port < 0:
+            return
+        from recsys_tools.harness import port_open
+        from recsys_tools.harness.console import console_service
+
+        port = self.args.console_port or free_port()
+        if port_open("127.0.0.1", port):
+            port = free_port()
+        scrape = ",".join(f"{n}=http://127.0.0.1:{p}/metrics" for n, p in metrics_ports.items())
+        console = console_service({
+            "REDIS_URL": common["REDIS_URL"], "REDIS_KEY_PREFIX": self.prefix,
+            "CONSOLE_RECOMMENDER_TARGET": recommender.target, "CONSOLE_SCRAPE": scrape,
+            "METRICS_PORT": "0",
+        }, work, port=port)  # fmt: skip
+        stack.callback(self._stopping, console)
+        self.services.append(console)
+        url = f"http://127.0.0.1:{port}"
+        say(f"console: {url}/system (the live system page; /users/<id>, /items/<id>)")
+        self.summary["console"] = url
+        self.console_url = url
+        if self.args.open_console:
+            import webbrowser
+
+            webbrowser.open(f"{url}/system")
 
     def _sentiment_dir(self) -> Path:
         from services.sentiment.config import default_model_dir
@@ -269,6 +308,9 @@ class Demo:
         say(f"\nreplaying {len(events)} events of {len(users)} users through Kafka "
             f"(of {len(timeline.replay_idx)} after the training cut); tracked users: "
             f"{', '.join(tracked)}")  # fmt: skip
+        if self.console_url:
+            say("console pages of the tracked users: "
+                + ", ".join(f"{self.console_url}/users/{u}" for u in tracked))  # fmt: skip
         self.shift = int(time.time()) - 60 - int(lg.timestamps[events].max())
         self.lg = lg
         self.producer = make_producer(self.kafka.bootstrap, linger_ms=5, client_id="demo-replay")
@@ -664,7 +706,7 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     print("\nsummary")
     for key in ("kafka", "redis", "train_events", "train_s", "sentiment_model", "users",
-                "replay_s"):  # fmt: skip
+                "replay_s", "console"):  # fmt: skip
         if key in s:
             print(f"  {key}: {s[key]}")
     for key, value in figures.items():
@@ -751,4 +793,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--sentiment-epochs", type=int, default=3)
     parser.add_argument("--feedback-timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--console-port",
+        type=int,
+        default=8090,
+        help="port of the web console (0: a free one; -1: no console; a taken port: a free one)",
+    )
+    parser.add_argument(
+        "--open-console", action="store_true", help="open the console in the default browser"
+    )
     parser.set_defaults(func=run_demo)  # fmt: skip

@@ -19,11 +19,20 @@ def _replay(args: argparse.Namespace) -> int:
     from recsys_tools.data.movielens import load_ml100k, read_interactions
     from services.events.replay import ratings_from_interactions, replay
 
-    if args.ratings is not None:
-        interactions = read_interactions(Path(args.ratings))
+    mapping, source = args.mapping, "ml100k"
+    if args.log is not None:
+        from recsys_tools.data.interactions import parse_columns, read_log
+        from services.events.replay import ratings_from_log
+
+        data, _ = read_log(args.log, parse_columns(args.columns), progress=not args.quiet)
+        ratings = ratings_from_log(data.users, data.items, data.times, data.events)
+        ratings = ratings[: args.limit] if args.limit is not None else ratings
+        mapping, source = "log", args.source
+    elif args.ratings is not None:
+        ratings = ratings_from_interactions(read_interactions(Path(args.ratings)), args.limit)
     else:
         interactions = load_ml100k(Path(args.data_dir) if args.data_dir else None).interactions
-    ratings = ratings_from_interactions(interactions, args.limit)
+        ratings = ratings_from_interactions(interactions, args.limit)
     # The same KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* login as the services (docs/operations.md).
     security = load_kafka_security(os.environ)
     check_reachable(args.bootstrap, security=security)
@@ -40,7 +49,8 @@ def _replay(args: argparse.Namespace) -> int:
             ratings,
             speedup=None if args.max_speed else args.speedup,
             anchor=args.anchor,
-            mapping=args.mapping,
+            mapping=mapping,
+            source=source,
             content_type=CONTENT_TYPE_JSON if args.format == "json" else CONTENT_TYPE_PROTOBUF,
             progress=not args.quiet,
         )
@@ -93,8 +103,9 @@ def register(subparsers: Any) -> None:
     env = os.environ
     p = subparsers.add_parser(
         "replay",
-        help="produce MovieLens-100K ratings as click events in timestamp order",
-        description="Produce MovieLens-100K ratings as click events (see docs/events.md).",
+        help="produce MovieLens-100K ratings or an imported log as click events in time order",
+        description="Produce MovieLens-100K ratings, or an interaction log (--log), as click "
+        "events (see docs/events.md).",
     )
     p.add_argument(
         "--bootstrap", default=env.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP)
@@ -102,6 +113,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--topic", default=env.get("EVENTS_TOPIC", TOPIC_CLICKS))
     p.add_argument("--data-dir", default=None, help="data cache root (default: RECSYS_DATA_DIR)")
     p.add_argument("--ratings", default=None, help="a ml-100k.inter file instead of the cache")
+    p.add_argument("--log", default=None,
+                   help="replay an interaction log instead (`recsys import` output, or any "
+                   "log with --columns); event types by name, else clicks")  # fmt: skip
+    p.add_argument("--columns", default=None,
+                   help="with --log: user=COL,item=COL,time=COL[,event=COL] (default: the "
+                   "normalised columns)")  # fmt: skip
+    p.add_argument("--source", default="log",
+                   help="with --log: event ids are <source>-<row> (default log)")  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="only the first N ratings in time")
     speed = p.add_mutually_exclusive_group()
     speed.add_argument("--speedup", type=float, default=3600.0,

@@ -74,7 +74,7 @@ def _add_train(sub: Any) -> None:
         "model atomically into the model store (RECSYS_MODEL_DIR, else MODEL_STORE, "
         "default ./models): the directory the recommender watches.",
     )
-    p.add_argument("--source", choices=("dataset", "csv", "redis"), default="dataset")
+    p.add_argument("--source", choices=("dataset", "csv", "redis", "log"), default="dataset")
     p.add_argument("--dataset", default="ml-100k", help="data set name for --source dataset")
     p.add_argument("--csv", help="user,item,weight file for --source csv")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -102,6 +102,15 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--keep", type=int, default=5, help="versions to keep in the store")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a `recsys tune` config: its family and hyperparameters replace the defaults "
+        "(the model flags below still override)",
+    )
+    from recsys_tools.commands.onboarding import add_log_args
+
+    add_log_args(p, required=False)
     _add_weighting_args(p)
     p.set_defaults(func=_cmd_train)
 
@@ -152,6 +161,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from services.recommender import artifact, training
 
     config = _config_from_args(args)
+    family_config = None
+    if args.config:
+        from recsys_tools.commands.onboarding import train_config_from
+
+        als_config, family_config = train_config_from(args.config, args)
+        config = als_config or config
     started = time.perf_counter()
     forgotten = _forgotten_users(args)
     items: dict[str, Any]
@@ -170,6 +185,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         items = _load_items(args.items_from)
         catalogue = sorted(set(item_list) | set(items), key=_id_key)
         data = training.build_matrix(users, item_list, weights, item_ids=catalogue)
+    elif args.source == "log":
+        if not args.data:
+            raise ConfigError("--source log needs --data FILE (and --columns)")
+        from recsys_tools.commands.onboarding import read_log_args
+
+        log_data = read_log_args(args, progress=not args.no_progress)
+        items = _load_items(args.items_from)
+        catalogue = sorted(set(log_data.items) | set(items), key=_id_key)
+        data = training.build_matrix(
+            log_data.users, log_data.items, log_data.weights, item_ids=catalogue
+        )
     else:
         from recsys.redis_io import make_redis
         from recsys.store.keys import KeySchema
@@ -191,10 +217,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data = training.matrix_from_user_weights(rows, item_ids=catalogue)
     data = training.drop_users(data, forgotten)
     load_s = time.perf_counter() - started
-    model = training.train(data, config, items=items, show_progress=not args.no_progress)
+    model: Any
+    if family_config is not None and family_config.family != "als":
+        from services.recommender import item_model
+
+        model = item_model.train(
+            data.matrix, data.user_ids, data.item_ids, family_config, items=items
+        )
+    else:
+        model = training.train(data, config, items=items, show_progress=not args.no_progress)
     train_s = float(model.config["train_s"])
     model.metrics.update({"load_s": round(load_s, 3), "train_s": round(train_s, 3)})
     model.config["source"] = args.source
+    if family_config is not None:
+        model.config["family"] = family_config.family
+        model.config["tune_config"] = str(args.config)
     # Provenance for an audit: None marks a model trained without the forgotten check.
     model.config["forgotten_users"] = None if args.no_forgotten_check else len(forgotten)
     saving = time.perf_counter()
@@ -235,7 +272,19 @@ def _add_evaluate(sub: Any) -> None:
         "one JSON line of test metrics.",
     )
     p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--protocol", choices=("random", "temporal", "replay"), default="random")
+    p.add_argument(
+        "--protocol",
+        choices=("random", "temporal", "replay", "holdout", "timecut"),
+        default=None,
+        help="random, temporal, replay (a --dataset; default random) or holdout, timecut "
+        "(a --data log; default holdout); docs/evaluation.md",
+    )
+    from recsys_tools.commands.onboarding import add_log_args
+
+    add_log_args(p, required=False)
+    p.add_argument("--config", default=None, help="with --data: a `recsys tune` config, "
+                   "scored as the model 'tuned'")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tune", action="store_true", help="use the given/default parameters")
     p.add_argument("--seed", type=int, default=42, help="split seed")
     p.add_argument(
@@ -294,6 +343,14 @@ def _print_search(result: Any) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        from recsys_tools.commands.onboarding import evaluate_log
+
+        args.protocol = args.protocol or "holdout"
+        return evaluate_log(args)
+    args.protocol = args.protocol or "random"
+    if args.protocol not in ("random", "temporal", "replay"):
+        raise ConfigError(f"--protocol {args.protocol} evaluates a log: give --data FILE")
     _setup_logging(args.verbose)
     from threadpoolctl import threadpool_limits
 

@@ -54,6 +54,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common(p_stats)
     p_stats.set_defaults(func=_cmd_stats)
 
+    p_synth = sub.add_parser(
+        "synth",
+        help="write a synthetic interaction log with known structure (retail or lowrank)",
+        description="Seeded synthetic logs for checking `recsys tune` beyond MovieLens "
+        "(recsys_tools/data/synthetic_logs.py; docs/evaluation.md, 'Your own log').",
+    )
+    p_synth.add_argument("kind", choices=("retail", "lowrank"))
+    p_synth.add_argument("--out", type=Path, required=True)
+    p_synth.add_argument("--users", type=int, default=None)
+    p_synth.add_argument("--items", type=int, default=None)
+    p_synth.add_argument("--seed", type=int, default=0)
+    p_synth.set_defaults(func=_cmd_synth)
+
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
@@ -100,6 +113,20 @@ def stats(names: list[str], root: Path | None = None) -> dict[str, Any]:
             )
             out[name] = {"texts": len(texts), "language": texts.language, **texts.counts()}
     return out
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from recsys_tools.data import synthetic_logs
+
+    sizes = {k: v for k, v in (("users", args.users), ("items", args.items)) if v is not None}
+    make = synthetic_logs.retail if args.kind == "retail" else synthetic_logs.lowrank
+    rows = make(args.out, seed=args.seed, **sizes)
+    print(
+        json.dumps(
+            {"out": str(args.out), "rows": rows, "columns": synthetic_logs.COLUMNS[args.kind]}
+        )
+    )
+    return 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:

@@ -122,6 +122,7 @@ class Service(ManagedProcess):
             **os.environ,
             "GRPC_PORT": "0",
             "METRICS_PORT": "0",
+            "HTTP_PORT": "0",
             "PYTHONUNBUFFERED": "1",
             # Local processes on loopback: no credentials unless the caller turns auth on
             # (AUTH_MODE=required with AUTH_CREDENTIALS_FILE in ``env``).

@@ -61,6 +61,7 @@ class Running:
     servicer: Any
     watcher: Any = None
     store: Any = None
+    http: Any = None
 
 
 # What "the feature store is down" looks like: the store's own error (it never lets the
@@ -114,13 +115,37 @@ def listen(settings: RecommenderSettings) -> Running:
     health = HealthState([SERVICE_NAME])
     servicer = RecommenderServicer(noop=settings.noop, auth=settings.auth.policy)
     server, port = create_server(settings, servicer, health)
-    server.start()
-    log.info("recommender listening", extra={"grpc_port": port, "pid": os.getpid(),
-                                             "tls": settings.tls is not None,
-                                             "auth": settings.auth.mode})  # fmt: skip
+    running = Running(server, port, health, servicer)
+    try:
+        server.start()
+        running.http = listen_http(settings, running)
+    except BaseException:
+        stop_running(running, 0)
+        raise
+    log.info("recommender listening", extra={
+        "grpc_port": port, "pid": os.getpid(), "tls": settings.tls is not None,
+        "auth": settings.auth.mode,
+        "http_port": running.http.port if running.http else None})  # fmt: skip
     if not settings.auth.enabled:
         log.warning("AUTH_MODE=off: every caller may call every method (local demo only)")
-    return Running(server, port, health, servicer)
+    return running
+
+
+def listen_http(settings: RecommenderSettings, running: Running) -> Any:
+    """The HTTP/JSON transport on the gRPC server's loop (None when ``HTTP_ENABLED=false``)."""
+    if not settings.http_enabled:
+        return None
+    from recsys.http_api import HttpServer, bind_socket
+    from services.recommender.http import create_app
+
+    sock = bind_socket(settings.host, settings.http_port, "HTTP_PORT", reuse_port=True)
+    tls = settings.tls
+    http = HttpServer(create_app(running.servicer, running.health), sock, running.server.loop,
+                      grace_s=settings.grace_s,
+                      tls=None if tls is None else (tls.cert_file, tls.key_file,
+                                                    tls.client_ca_file))  # fmt: skip
+    http.start()
+    return http
 
 
 @dataclass
@@ -266,6 +291,8 @@ def limit_blas_threads() -> None:
 def stop_running(running: Running, grace_s: float) -> None:
     """Drain: NOT_SERVING first (load balancers stop sending), then let in-flight RPCs end."""
     running.health.shutdown()
+    if running.http is not None:
+        running.http.stop()  # waits for the HTTP calls in flight, up to GRACE_S
     running.server.stop(grace_s)
     if running.watcher is not None:
         running.watcher.stop()
@@ -320,6 +347,8 @@ def supervise(settings: RecommenderSettings, stop: threading.Event) -> int:
     """Run ``settings.workers`` worker processes sharing one port until ``stop`` is set."""
     if settings.grpc_port == 0:  # every worker must bind the same port: pick it here
         settings = replace(settings, grpc_port=free_port(settings.host))
+    if settings.http_enabled and settings.http_port == 0:
+        settings = replace(settings, http_port=free_port(settings.host))
     own_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="recsys-recommender-metrics-")
@@ -332,6 +361,7 @@ def supervise(settings: RecommenderSettings, stop: threading.Event) -> int:
         raise
     log.info("starting workers", extra={"workers": settings.workers, "pid": os.getpid(),
                                         "grpc_port": settings.grpc_port,
+                                        "http_port": settings.http_port,
                                         "metrics_port": metrics_port})  # fmt: skip
     ctx = multiprocessing.get_context("spawn")  # no fork: gRPC's threads do not survive it
     procs: dict[int, BaseProcess] = {}
@@ -403,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Here, before any worker binds with SO_REUSEPORT: the workers then share the port
         # with each other, and would join another process' port just as silently.
         ensure_port_free(settings.host, settings.grpc_port, "GRPC_PORT")
+        if settings.http_enabled:
+            ensure_port_free(settings.host, settings.http_port, "HTTP_PORT")
         if settings.workers > 1:
             return supervise(settings, stop)
         start_metrics_server(settings.metrics_port)

@@ -74,6 +74,10 @@ class RecommenderSettings:
     # all three run side by side on one host (the images and manifests set them explicitly).
     grpc_port: int = 50051
     metrics_port: int = 9100
+    # HTTP/JSON beside gRPC on the same loop (docs/http.md); 8080 is not taken by any other
+    # service's default. 0 picks a free port.
+    http_enabled: bool = True
+    http_port: int = 8080
     log_level: str = "info"
     workers: int = 1
     threads: int = 8
@@ -133,13 +137,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> RecommenderSettings:
     env = os.environ if env is None else env
     cpus = os.cpu_count() or 1
     workers = env_int(env, "WORKERS", 0, minimum=0, maximum=256)
-    return RecommenderSettings(
+    settings = RecommenderSettings(
         model_dir=env_str(env, "RECSYS_MODEL_DIR", default_model_dir(env)),
         redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_PREFIX),
         host=env_str(env, "GRPC_HOST", "0.0.0.0"),
         grpc_port=env_int(env, "GRPC_PORT", 50051, minimum=0, maximum=65535),
         metrics_port=env_int(env, "METRICS_PORT", 9100, minimum=0, maximum=65535),
+        http_enabled=env_bool(env, "HTTP_ENABLED", True),
+        http_port=env_int(env, "HTTP_PORT", 8080, minimum=0, maximum=65535),
         log_level=env_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         workers=workers or cpus,
         threads=env_int(env, "GRPC_THREADS", 8, minimum=1, maximum=1024),
@@ -168,3 +174,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> RecommenderSettings:
         noop=env_bool(env, "RECOMMENDER_NOOP", False),
         tls=_tls(env),
     )
+    ports = {"GRPC_PORT": settings.grpc_port, "METRICS_PORT": settings.metrics_port}
+    if settings.http_enabled:
+        ports["HTTP_PORT"] = settings.http_port
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if port and port in taken:
+            raise ConfigError(f"{name}={port} is also {taken[port]}: give each port its own value")
+        taken[port] = name
+    return settings

@@ -70,6 +70,17 @@ RELOADS = Counter(
     "Model reload attempts by result (ok, failed).",
     ["result"],
 )
+HTTP_REQUESTS = Counter(
+    "recsys_recommender_http_requests_total",
+    "Finished HTTP/JSON calls by method and the gRPC status code their HTTP status maps from.",
+    ["method", "code"],
+)
+HTTP_LATENCY = Histogram(
+    "recsys_recommender_http_request_seconds",
+    "Server-side handling time per HTTP/JSON call (JSON parse to JSON written), by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 AUTH_DENIED = Counter(
     "recsys_recommender_auth_denied_total",
     "Calls refused by authentication or authorisation, by method and reason "
@@ -85,8 +96,10 @@ REDIS_UP = Gauge(
 
 for _method in METHODS:
     LATENCY.labels(_method)
+    HTTP_LATENCY.labels(_method)
     for _code in ANSWERED_CODES:
         REQUESTS.labels(_method, _code.name)
+        HTTP_REQUESTS.labels(_method, _code.name)
     for _reason in AUTH_REASONS:
         AUTH_DENIED.labels(_method, _reason)
 for _method in DEGRADED_METHODS:

@@ -39,7 +39,10 @@ def warm_up(model: Model) -> None:
 
 
 def load_model(path: Path, expansion: int = 200) -> Model:
-    model = Model.load(path, expansion=expansion)
+    # The class the artifact's config names: ALS, or an item-item family (item_model.py).
+    from services.recommender import item_model
+
+    model = item_model.load(path, expansion=expansion)
     warm_up(model)
     return model
 

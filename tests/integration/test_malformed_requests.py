@@ -123,7 +123,8 @@ def recommender(
     monkeypatch.setattr(recommender_server, "_malformed_log", LogThrottle(recommender_server.log))
     settings = RecommenderSettings(
         model_dir=str(tmp_path / "models"), redis_url=redis_url, key_prefix=key_prefix,
-        host="127.0.0.1", grpc_port=0, metrics_port=0, workers=1, threads=4, grace_s=1.0,
+        host="127.0.0.1", grpc_port=0, metrics_port=0, http_port=0, workers=1, threads=4,
+        grace_s=1.0,
         startup_timeout_s=30.0,
     )  # fmt: skip
     running = start(settings)

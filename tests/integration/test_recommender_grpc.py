@@ -81,6 +81,7 @@ def settings_for(redis_url: str, prefix: str, model_dir: Path, **extra: Any) -> 
         host="127.0.0.1",
         grpc_port=0,
         metrics_port=0,
+        http_port=0,
         workers=1,
         threads=8,
         max_k=50,

@@ -111,6 +111,7 @@ def recommender_on_cluster(cluster: RedisCluster, key_prefix: str,
     settings = replace(RecommenderSettings(), model_dir=str(store), redis_url=cluster.url,
                        redis_cluster=True,
                        key_prefix=key_prefix, host="127.0.0.1", grpc_port=0, metrics_port=0,
+                       http_port=0,
                        workers=1, redis_timeout_s=1.0, startup_timeout_s=30.0,
                        reload_interval_s=0.0, grace_s=1.0)  # fmt: skip
     running = recommender_main.start(settings)
