@@ -10,7 +10,7 @@ EXTRAS ?= dev,sentiment,bench,embedded,tune,spark
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration lint typecheck protos protos-check \
-        deploy-check deps-check bench faults soak data clean
+        deploy-check deps-check images images-all admit bench faults soak data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,19 @@ deps-check: setup
 
 deploy-check: setup
 	$(PY) -m deploy.check
+
+# The events and recommender images (podman, on a Debian base from mmdebstrap), smoke-run
+# hardened as the manifests run them; needs root, podman, mmdebstrap, runc, Java (Kafka).
+images: setup data
+	$(PY) -m deploy.images --smoke $(IMAGES_ARGS)
+
+# All three images, sentiment (TensorFlow) included.
+images-all: setup data
+	$(PY) -m deploy.images --smoke --sentiment $(IMAGES_ARGS)
+
+# Every rendered overlay admitted by a real kube-apiserver (built from source once, cached).
+admit: setup
+	$(PY) -m deploy.admit $(ADMIT_ARGS)
 
 bench: setup data
 	$(PY) -m bench.run_all $(BENCH_ARGS)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import json
 import sys
 import tempfile
@@ -67,8 +69,22 @@ CASES: dict[str, str] = {
     "recommender_kill": "SIGKILL the recommender, start it again on the same port",
     "redis_restart": "stop redis-server (SIGTERM, AOF on) for 2 s, start it on the same dir",
     "kafka_restart": "stop the Kafka broker (SIGTERM) for 2 s, start it on the same data dir",
+    "kafka_leader_kill": "3-broker KRaft cluster (RF 3, min ISR 2): kill -9 the broker leading "
+    "every click partition; it stays down",
+    "redis_primary_kill": "Redis primary + replica behind Sentinel: freeze the replica 1.5 s, "
+    "kill -9 the primary, Sentinel promotes the replica; run without and with "
+    "REDIS_WAIT_REPLICAS=1",
+    "redis_latency": "TCP proxy between the recommender and Redis: +300 ms each way for 6 s, "
+    "then a 6 s partition (black hole), then healed",
 }
 ALLOWED_CODES = {"OK", "UNAVAILABLE"}
+#: Node losses and network faults: a call may also run into its deadline.
+NODE_CASES = ("kafka_leader_kill", "redis_primary_kill", "redis_latency")
+NODE_ALLOWED_CODES = {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+#: What redis_primary_kill freezes the replica for before the kill. Meant to widen the
+#: asynchronous-replication window, but SIGSTOP leaves the stream in the replica's socket
+#: buffer, so the run without WAIT has not lost writes (docs/faults.md, limitation).
+REPLICA_FREEZE_S = 1.5
 
 
 @dataclass
@@ -159,24 +175,217 @@ def _restart_kafka(infra: Infra) -> Callable[[], None]:
     return inject
 
 
+# ---------------------------------------------------------------------- node-loss cases
+def _applied(suite: Suite, names: StackNames) -> int | None:
+    from recsys.redis_io import make_redis
+
+    try:
+        client = make_redis(suite.infra.redis_url, check=False, timeout_s=1.0)
+        try:
+            return applied_events(client, names.prefix)
+        finally:
+            client.close()
+    except Exception:
+        return None  # Redis unreachable right now
+
+
+def _resumed_after(
+    suite: Suite, names: StackNames, since: float, timeout_s: float = 60.0
+) -> float | None:
+    """Seconds from ``since`` until the applied-events counter moves again (the events
+    pipeline's outage as its output shows it); None when it did not move within
+    ``timeout_s`` (the rest of the stream was applied before the fault, or, without
+    REDIS_WAIT_REPLICAS, applied, committed and lost with the primary)."""
+    start = _applied(suite, names)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _applied(suite, names)
+        if now is not None and (start is None or now > start):
+            return round(time.monotonic() - since, 2)
+        if start is None:
+            start = now
+        time.sleep(0.05)
+    return None
+
+
+def _kafka_leader_kill(suite: Suite) -> CaseResult:
+    from recsys_tools.infra.kafka_cluster import KafkaCluster
+
+    with KafkaCluster(suite.work_dir / f"kafka-cluster-{int(time.time())}") as cluster:
+        log(f"kafka: {cluster.description} at {cluster.bootstrap}")
+        infra = Infra(cluster.endpoint(), suite.infra.redis, suite.work_dir)
+        sub = dataclasses.replace(suite, infra=infra)
+        leader = 1
+
+        def before_start(names: StackNames) -> None:
+            # RF 3 everywhere; node 1 leads every click partition, so killing it takes
+            # the whole click topic's leadership away at once.
+            cluster.create_topic(names.events_topic, 3, leader=leader)
+            for topic, parts in (
+                (f"{names.events_topic}.dlq", 1),
+                (names.feedback_topic, 2),
+                (names.scored_topic, 1),
+                (f"{names.feedback_topic}.dlq", 1),
+            ):
+                cluster.create_topic(topic, parts)  # fmt: skip
+
+        def inject(result: CaseResult, names: StackNames) -> None:
+            leaders = cluster.leaders(names.events_topic)
+            result.counts["click_partition_leaders_before"] = leaders
+            victim = max(set(leaders.values()), key=list(leaders.values()).count)
+            t0 = time.monotonic()
+            cluster.node(victim).kill()
+            after = cluster.wait_leaders(names.events_topic, len(leaders), avoid=victim)
+            moved_s = round(time.monotonic() - t0, 2)
+            resumed_s = _resumed_after(sub, names, t0)
+            result.counts["click_partition_leaders_after"] = after
+            result.counts["unavailability"] = {
+                "killed_broker": victim, "leader_moved_after_s": moved_s,
+                "events_applied_again_after_s": resumed_s,
+            }  # fmt: skip
+            log(f"kafka_leader_kill: broker {victim} killed; leaders {leaders} -> {after} in "
+                f"{moved_s} s, events applied again after {resumed_s} s")  # fmt: skip
+
+        return _run_stack(sub, "kafka_leader_kill", NodeFault(inject, before_start))
+
+
+def _redis_primary_kill(suite: Suite) -> CaseResult:
+    """Twice on a fresh primary + replica + Sentinel: without WAIT (informational: shows
+    what asynchronous replication loses), then with REDIS_WAIT_REPLICAS=1 (checked)."""
+    without = _primary_kill_run(suite, wait=False)
+    result = _primary_kill_run(suite, wait=True)
+    lost = without.counts.get("events_lost")
+    result.counts["without_wait"] = {
+        k: without.counts.get(k)
+        for k in ("events_lost", "events_double_counted", "feedback_lost", "unavailability")
+    }
+    result.counts["without_wait"]["failed_checks"] = [
+        c.name for c in without.checks if not c.ok and not c.informational
+    ]
+    result.check("without WAIT (REDIS_WAIT_REPLICAS=0), for comparison", True,
+                 f"{lost} events lost, checks failed: "
+                 f"{result.counts['without_wait']['failed_checks'] or 'none'}"
+                 + (f"; error {without.error}" if without.error else ""),
+                 informational=True)  # fmt: skip
+    return result
+
+
+def _primary_kill_run(suite: Suite, *, wait: bool) -> CaseResult:
+    import os
+    import signal
+
+    from recsys_tools.infra.redis_sentinel import RedisSentinelSet
+
+    work = suite.work_dir / f"redis-sentinel-{'wait' if wait else 'nowait'}-{int(time.time())}"
+    with RedisSentinelSet(work) as rs:
+        log(f"redis: {rs.description} at {rs.url} (REDIS_WAIT_REPLICAS={int(wait)})")
+        infra = Infra(suite.infra.kafka, rs, suite.work_dir)
+        sub = dataclasses.replace(suite, infra=infra)
+        env = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "500"} if wait else {}
+
+        def inject(result: CaseResult, names: StackNames) -> None:
+            replica = rs.replica
+            assert replica.pid is not None
+            os.kill(replica.pid, signal.SIGSTOP)  # writes now land on the primary only
+            time.sleep(REPLICA_FREEZE_S)
+            old = rs.current_primary_port()
+            t0 = time.monotonic()
+            killed = rs.kill_primary()
+            os.kill(replica.pid, signal.SIGCONT)
+            failover_s = round(rs.wait_failover(old), 2)
+            # The lost node comes back empty and Sentinel makes it the new primary's
+            # replica, so REDIS_WAIT_REPLICAS=1 can be met again.
+            killed.start()
+            resumed_s = _resumed_after(sub, names, t0)
+            result.counts["unavailability"] = {
+                "replica_frozen_s": REPLICA_FREEZE_S, "failover_after_s": failover_s,
+                "events_applied_again_after_s": resumed_s,
+            }  # fmt: skip
+            log(f"redis_primary_kill: primary :{old} killed, failover in {failover_s} s, "
+                f"events applied again after {resumed_s} s")  # fmt: skip
+
+        fault = NodeFault(inject, events_env=env, sentiment_env=env)
+        result = _run_stack(sub, "redis_primary_kill", fault)
+        result.counts["redis_wait_replicas"] = int(wait)
+        return result
+
+
+def _redis_latency(suite: Suite) -> CaseResult:
+    from recsys_tools.infra.tcp_proxy import TcpProxy
+
+    redis_port = int(suite.infra.redis.port)
+    with TcpProxy(("127.0.0.1", redis_port)) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+
+        def inject(result: CaseResult, names: StackNames) -> None:
+            marks: dict[str, float] = {}
+            t0 = time.monotonic()
+            proxy.set_mode("delay", delay_s=0.3)
+            time.sleep(6.0)
+            marks["latency_end"] = time.monotonic() - t0
+            proxy.set_mode("partition")
+            time.sleep(6.0)
+            marks["partition_end"] = time.monotonic() - t0
+            proxy.set_mode("pass")
+            result.counts["unavailability"] = {
+                "latency_s": 6.0, "added_latency_each_way_s": 0.3, "partition_s": 6.0,
+            }  # fmt: skip
+            result.counts["fault_marks_s"] = {k: round(v, 2) for k, v in marks.items()}
+
+        fault = NodeFault(inject, recommender_env={"REDIS_URL": url})
+        result = _run_stack(suite, "redis_latency", fault)
+    codes = result.counts.get("grpc", {}).get("codes", {})
+    window = result.counts.get("unavailability", {})
+    result.check("answers within their deadline, degraded during the fault",
+                 set(codes) == {"OK"} and window.get("grpc_degraded_answers", 0) > 0,
+                 f"codes {codes}, {window.get('grpc_degraded_answers', 0)} degraded answers, "
+                 f"longest {window.get('grpc_max_ok_latency_s')} s")  # fmt: skip
+    return result
+
+
 # ------------------------------------------------------------------------------- a case
 def run_case(suite: Suite, case: str) -> CaseResult:
     if case not in CASES:
         raise ValueError(f"unknown case {case!r}; one of {', '.join(CASES)}")
+    if case == "kafka_leader_kill":
+        return _kafka_leader_kill(suite)
+    if case == "redis_primary_kill":
+        return _redis_primary_kill(suite)
+    if case == "redis_latency":
+        return _redis_latency(suite)
+    return _run_stack(suite, case)
+
+
+@dataclass
+class NodeFault:
+    """What a node-loss case adds to a plain run: its own infrastructure's hooks."""
+
+    inject: Callable[[CaseResult, StackNames], None]
+    before_start: Callable[[StackNames], None] | None = None
+    events_env: dict[str, str] = field(default_factory=dict)
+    sentiment_env: dict[str, str] = field(default_factory=dict)
+    recommender_env: dict[str, str] = field(default_factory=dict)
+
+
+def _run_stack(suite: Suite, case: str, node: NodeFault | None = None) -> CaseResult:
     result = CaseResult(case, CASES[case])
     started = time.monotonic()
     names = StackNames.for_run(f"{case.replace('_', '-')}-{int(time.time() * 1000) % 10**8}")
     log_dir = suite.work_dir / case
     log_dir.mkdir(parents=True, exist_ok=True)
     infra = suite.infra
+    if node is not None and node.before_start is not None:
+        node.before_start(names)
     make_topics(infra, names)
-    events = events_service(infra, names, log_dir)
+    events = events_service(infra, names, log_dir, 0, **(node.events_env if node else {}))
     # Small micro-batches: the quick workload is otherwise scored in well under a second,
     # so the sentiment kill would land after the stream instead of in the middle of it.
     sentiment = sentiment_service(infra, names, log_dir, suite.sentiment_model,
-                                  SENTIMENT_MAX_POLL_RECORDS="8")  # fmt: skip
+                                  SENTIMENT_MAX_POLL_RECORDS="8",
+                                  **(node.sentiment_env if node else {}))  # fmt: skip
     port = free_port()
-    rec = recommender_service(infra, names, log_dir, suite.recommender_model, port)
+    rec = recommender_service(infra, names, log_dir, suite.recommender_model, port, 1,
+                              **(node.recommender_env if node else {}))  # fmt: skip
     services = [events, sentiment, rec]
     users = sorted({e.user_id for e in suite.load.events})[:200]
     client = ClientLoop(f"127.0.0.1:{port}", users)
@@ -196,7 +405,7 @@ def run_case(suite: Suite, case: str) -> CaseResult:
         t_stream = time.monotonic()
         for p in producers:
             p.start()
-        _inject(suite, case, result, names, events, sentiment, rec)
+        _inject(suite, case, result, names, events, sentiment, rec, node)
         drain_s = _drain(suite, names, producers)
         time.sleep(1.0)  # a few calls after the pipeline settled
         result.counts["stream_s"] = round(time.monotonic() - t_stream, 1)
@@ -212,7 +421,8 @@ def run_case(suite: Suite, case: str) -> CaseResult:
             watchdog.join(10)
             result.counts["stall_restarts"] = dict(watchdog.restarts)
         client.stop_event.set()
-        client.join(10)
+        if client.is_alive():  # a start-up failure leaves it unstarted: join() would raise
+            client.join(10)
         for p in producers:
             p.stop_event.set()
         exits = {svc.name: svc.stop(timeout_s=30) for svc in services}
@@ -290,7 +500,7 @@ class Watchdog(threading.Thread):
 
 
 def _inject(suite: Suite, case: str, result: CaseResult, names: StackNames, events: Service,
-            sentiment: Service, rec: Service) -> None:  # fmt: skip
+            sentiment: Service, rec: Service, node: NodeFault | None = None) -> None:  # fmt: skip
     """Wait until a third of the stream is handled, then inject the case's fault."""
     from recsys.redis_io import make_redis
 
@@ -316,7 +526,9 @@ def _inject(suite: Suite, case: str, result: CaseResult, names: StackNames, even
         "recommender_kill": _restart_recommender(rec),
         "redis_restart": _restart_redis(infra),
         "kafka_restart": _restart_kafka(infra),
-    }[case]
+    }.get(case)
+    if node is not None:
+        inject = functools.partial(node.inject, result, names)
     if inject is None:
         return
     t0 = time.monotonic()
@@ -465,11 +677,25 @@ def _verify(suite: Suite, case: str, result: CaseResult, names: StackNames,
     result.counts["grpc"] = summary
     codes = set(summary["codes"])
     ok_after = any(c.code == "OK" for c in client.calls[-5:])
-    result.check("gRPC clients saw only UNAVAILABLE, then succeeded on retry",
-                 codes <= ALLOWED_CODES and summary["recovered"] and ok_after
+    allowed = NODE_ALLOWED_CODES if case in NODE_CASES else ALLOWED_CODES
+    result.check(f"gRPC clients saw only {'/'.join(sorted(allowed - {'OK'}))}, then succeeded",
+                 codes <= allowed and summary["recovered"] and ok_after
                  and summary["codes"].get("OK", 0) > 0,
                  f"{summary['calls']} calls, codes {summary['codes']}, outage window "
                  f"{summary['outage_window_s']} s")  # fmt: skip
+    if case in NODE_CASES:
+        calls = client.calls
+        ok = [c for c in calls if c.code == "OK"]
+        window = result.counts.setdefault("unavailability", {})
+        window.update(
+            grpc_non_ok_window_s=summary["outage_window_s"],
+            grpc_non_ok_calls=sum(c.code != "OK" for c in calls),
+            grpc_max_ok_latency_s=round(max((c.latency_s for c in ok), default=0.0), 3),
+            grpc_degraded_answers=sum(c.degraded for c in ok),
+        )
+        result.check("recommendations kept flowing", bool(ok) and summary["recovered"],
+                     f"{len(ok)} OK answers ({window['grpc_degraded_answers']} degraded), "
+                     f"longest {window['grpc_max_ok_latency_s']} s")  # fmt: skip
     if case == "recommender_kill":
         result.check("the outage was visible to the client",
                      summary["codes"].get("UNAVAILABLE", 0) > 0,
@@ -502,7 +728,7 @@ def summarise(results: list[CaseResult], seconds: float) -> dict[str, Any]:
     grpc_bad: dict[str, int] = defaultdict(int)
     for r in results:
         for code, n in r.counts.get("grpc", {}).get("codes", {}).items():
-            if code not in ALLOWED_CODES:
+            if code not in (NODE_ALLOWED_CODES if r.case in NODE_CASES else ALLOWED_CODES):
                 grpc_bad[code] += n
     return {
         "cases": len(results),
@@ -513,6 +739,10 @@ def summarise(results: list[CaseResult], seconds: float) -> dict[str, Any]:
         "feedback_duplicates": total("feedback_duplicates"),
         "sentiment_refolded": total("sentiment_refolded"),
         "grpc_errors_other_than_unavailable": sum(grpc_bad.values()),
+        # Node-loss cases: how long each was unavailable, as its clients and consumers saw it.
+        "unavailability": {
+            r.case: r.counts["unavailability"] for r in results if "unavailability" in r.counts
+        },
         "failed_cases": [r.case for r in results if not r.passed],
         "events_per_case": results[0].counts.get("events") if results else None,
         "feedback_per_case": results[0].counts.get("feedback") if results else None,
@@ -528,12 +758,15 @@ def main(argv: list[str] | None = None) -> int:
         "--case",
         action="append",
         choices=list(CASES),
-        help="run only these cases (the reference run always runs first)",
+        help="run only these cases (the reference run always runs first); without it, every "
+        f"case but the slow node-loss ones ({', '.join(NODE_CASES)})",
     )
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(argv)
-    cases = ["none", *[c for c in CASES if c != "none" and (not args.case or c in args.case)]]
+    # The node-loss cases are slow (infrastructure of their own): only when named.
+    default = [c for c in CASES if c != "none" and c not in NODE_CASES]
+    cases = ["none", *([c for c in CASES if c in args.case] if args.case else default)]
     t0 = time.monotonic()
     results: list[CaseResult] = []
     tmp = tempfile.mkdtemp(prefix="recsys-faults-")

@@ -4,10 +4,12 @@ A synthetic ``--items`` × ``--factors`` model (``bench.recommender_common.synth
 random factors, 20 categories of 5% each, 5,000 users with 20 training items and 10 live
 clicks in a real redis-server) is published with its ANN index (built at publish time, as
 ``recsys train`` does) and served by the real server (``python -m services.recommender``,
-``WORKERS`` processes) with its default ANN settings. ghz drives ``Recommend`` exactly as in
-``bench.recommend_load``: Recommend and the no-op handler (``RECOMMENDER_NOOP=1``, the same
-stack answering without touching a model; it serves a small model, since it never reads one)
-alternate ``--rounds`` times at fixed concurrency, then each runs at half its maximum rate.
+``WORKERS`` processes) with its default ANN settings, but ``ANN_MIN_ITEMS`` set to the
+catalog size, so that a smaller ``--items`` takes the index path too. ghz drives
+``Recommend`` exactly as in ``bench.recommend_load``: Recommend and the no-op handler
+(``RECOMMENDER_NOOP=1``, the same stack answering without touching a model; it serves a
+small model, since it never reads one) alternate ``--rounds`` times at fixed concurrency,
+then each runs at half its maximum rate.
 
 Recall: for ``--sample`` users, the server's answer (through gRPC, so with the live state the
 server read) against exact scoring of the same user in this process (the same service code
@@ -146,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     driver = Driver(args)
     store = cached_model(args.items, args.factors)
-    server_env = {"WORKERS": str(args.workers), "TRENDING_CACHE_S": "1"}
+    # the index path at any --items (the server's default threshold is ANN_MIN_ITEMS)
+    server_env = {"WORKERS": str(args.workers), "TRENDING_CACHE_S": "1",
+                  "ANN_MIN_ITEMS": str(args.items)}  # fmt: skip
     users = [f"u{n}" for n in range(N_USERS)]
     template = {"user_id": f"u{{{{randomInt 0 {N_USERS}}}}}", "k": 10}
     report: dict[str, Any] = {"workers": args.workers, "concurrency": args.concurrency,

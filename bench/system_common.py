@@ -238,7 +238,7 @@ def sentiment_service(infra: Infra, names: StackNames, log_dir: Path, model_dir:
 
 
 def recommender_service(infra: Infra, names: StackNames, log_dir: Path, model_dir: Path,
-                        port: int, workers: int = 1) -> Service:  # fmt: skip
+                        port: int, workers: int = 1, **extra: str) -> Service:  # fmt: skip
     """Not started; ``port`` is fixed so that a restart serves the same clients."""
     env = base_env(infra, names) | {
         "RECSYS_MODEL_DIR": str(model_dir),
@@ -246,6 +246,7 @@ def recommender_service(infra: Infra, names: StackNames, log_dir: Path, model_di
         "WORKERS": str(workers),
         "GRACE_S": "2",
         "RELOAD_INTERVAL_S": "0",
+        **extra,
     }
     return Service("recommender", ["services.recommender"], env,
                    log_path=log_dir / "recommender.log", port=port)  # fmt: skip
@@ -370,6 +371,9 @@ class CallRecord:
     t: float
     code: str
     retry_of_failure: bool
+    #: how long the call took, and whether an OK answer came from the degraded path
+    latency_s: float = 0.0
+    degraded: bool = False
 
 
 class ClientLoop(threading.Thread):
@@ -402,13 +406,16 @@ class ClientLoop(threading.Thread):
                 user = self.users[i % len(self.users)]
                 i += 1
                 request = recommender_pb2.RecommendRequest(user_id=user, k=10)
+                started = time.monotonic()
+                degraded = False
                 try:
-                    stub.Recommend(request, timeout=self.deadline_s)
+                    degraded = bool(stub.Recommend(request, timeout=self.deadline_s).degraded)
                     code = "OK"
                 except grpc.RpcError as exc:
                     status = exc.code() if hasattr(exc, "code") else None
                     code = status.name if status is not None else "UNKNOWN"
-                self.calls.append(CallRecord(time.monotonic(), code, failing))
+                now = time.monotonic()
+                self.calls.append(CallRecord(now, code, failing, now - started, degraded))
                 if code == "OK":
                     failing, backoff = False, 0.05
                     time.sleep(self.pause_s)

@@ -429,14 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(args_list)
     if not in_tools_env():
         if os.environ.get(IN_TOOLS_ENV) == "1":
-            # Already re-run inside the tools venv and its tools still do not import: a
-            # half-installed venv. Re-running again would recurse without end (one process
-            # per level, each waiting on the next), so stop and say how to repair it.
-            print(
-                f"deploy-check: the tools venv {tools_venv()} lacks kubernetes-validate or "
-                "PyYAML (an interrupted install?); delete it and run again",
-                file=sys.stderr,
-            )
+            # Already the tools venv's own run, yet its packages do not import (an install
+            # that failed or another run replacing it): starting it again would recurse
+            # without end, one waiting process per level.
+            print(f"deploy-check: {sys.executable} lacks the validation tools; remove "
+                  f"{tools_venv()} and run again", file=sys.stderr)  # fmt: skip
             return 2
         venv = ensure_tools()
         env = {**os.environ, IN_TOOLS_ENV: "1", "PYTHONPATH": str(REPO)}

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from recsys.errors import ConfigError
-from recsys.settings import redacted_url, validate_redis_url
+from recsys.settings import (
+    SENTINEL_SCHEME,
+    parse_sentinel_url,
+    redacted_url,
+    validate_redis_url,
+)
 from recsys.store.base import StorePermissionError, StoreUnavailableError
 
 
@@ -14,13 +19,16 @@ def make_redis(url: str, *, check: bool = True, timeout_s: float = 5.0, **overri
     import redis
 
     validate_redis_url(url)
-    client = redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
-        **overrides,
-    )
+    if url.startswith(f"{SENTINEL_SCHEME}://"):
+        client = _sentinel_primary(url, timeout_s, overrides)
+    else:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+            **overrides,
+        )
     if check:
         try:
             client.ping()
@@ -65,3 +73,30 @@ def make_cluster(url: str, *, timeout_s: float = 5.0, **overrides: Any) -> Any:
         raise StoreUnavailableError(
             f"Redis Cluster at {redacted_url(url)}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _sentinel_primary(url: str, timeout_s: float, overrides: dict[str, Any]) -> Any:
+    """A ``redis.Redis`` on the current primary of a Sentinel-monitored service.
+
+    redis-py's Sentinel pool asks the Sentinels for the primary on every new connection,
+    and drops a connection whose server answers READONLY (a demoted primary), so after a
+    failover the next call (the store's retry) reaches the promoted replica: the same
+    client object, the same key schema, nothing for the services to do but retry.
+    """
+    from redis.sentinel import Sentinel
+
+    parsed = parse_sentinel_url(url)
+    sentinel = Sentinel(
+        list(parsed.sentinels),
+        sentinel_kwargs={"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s},
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return sentinel.master_for(
+        parsed.service,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        health_check_interval=30,
+        **overrides,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from recsys.errors import ConfigError
 
@@ -106,13 +106,69 @@ def parse_bootstrap(value: str, name: str = "KAFKA_BOOTSTRAP_SERVERS") -> list[s
     return servers
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``.
+
+    The addresses are the Sentinels', not a Redis server's: the client asks them which
+    server is the primary of ``service`` now, and again after a failover. The user and
+    password are the data user's (the one the primary and its replicas know).
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(value: str, name: str = "REDIS_URL") -> SentinelUrl:
+    """Parse a ``redis+sentinel://`` URL (hand-split: urlparse takes one host only)."""
+    shown = redacted_url(value)
+    scheme, sep, rest = value.partition("://")
+    if scheme != SENTINEL_SCHEME or not sep:
+        raise ConfigError(f"{name}={shown!r} is not a {SENTINEL_SCHEME}:// URL")
+    rest = rest.partition("?")[0]
+    authority, _, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels: list[tuple[str, int]] = []
+    for server in filter(None, (h.strip() for h in hosts.split(","))):
+        host, colon, port = server.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}={shown!r}: {server!r} is not a Sentinel host:port")
+        sentinels.append((host, int(port)))
+    if not sentinels:
+        raise ConfigError(f"{name}={shown!r} names no Sentinel; use {_SENTINEL_FORM}")
+    service, _, db = path.partition("/")
+    if not service:
+        raise ConfigError(f"{name}={shown!r} names no monitored service; use {_SENTINEL_FORM}")
+    if db and not db.isdigit():
+        raise ConfigError(f"{name}={shown!r}: database {db!r} is not a number")
+    return SentinelUrl(tuple(sentinels), unquote(service), int(db or 0), username, password)
+
+
+_SENTINEL_FORM = f"{SENTINEL_SCHEME}://host:port[,host:port]/service[/db]"
+
+
 def validate_redis_url(value: str, name: str = "REDIS_URL") -> str:
-    """Accept ``redis://``, ``rediss://`` and ``unix://`` URLs; reject anything else."""
+    """Accept ``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://`` URLs."""
+    if value.startswith(f"{SENTINEL_SCHEME}://"):
+        parse_sentinel_url(value, name)
+        return value
     parsed = urlparse(value)
     shown = redacted_url(value)
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"{name}={shown!r} is not a Redis URL; use redis://host:port/db, rediss:// or unix://"
+            f"{name}={shown!r} is not a Redis URL; use redis://host:port/db, rediss://, "
+            f"unix:// or {_SENTINEL_FORM}"
         )
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ConfigError(f"{name}={shown!r} has no host; use redis://host:port/db")
@@ -121,6 +177,23 @@ def validate_redis_url(value: str, name: str = "REDIS_URL") -> str:
     except ValueError:
         raise ConfigError(f"{name}={shown!r} has an invalid port") from None
     return value
+
+
+def redis_wait_from_env(env: Mapping[str, str], *, cluster: bool) -> tuple[int, int]:
+    """(REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS): how many replicas a write batch must
+    reach before the consumer commits its offsets, and how long one WAIT may block.
+
+    0 replicas (the default) sends no WAIT: a replica-less Redis behaves as before. Not
+    with REDIS_CLUSTER (WAIT answers for one node only).
+    """
+    replicas = env_int(env, "REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=16)
+    timeout_ms = env_int(env, "REDIS_WAIT_TIMEOUT_MS", 1000, minimum=1, maximum=60_000)
+    if replicas and cluster:
+        raise ConfigError(
+            "REDIS_WAIT_REPLICAS is not supported with REDIS_CLUSTER=true (WAIT is per node); "
+            "use a primary with replicas behind Sentinel (redis+sentinel://)"
+        )
+    return replicas, timeout_ms
 
 
 def redacted_url(url: str) -> str:

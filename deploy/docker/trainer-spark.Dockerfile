@@ -9,7 +9,10 @@
 # stays free of Java and pyspark.
 
 # ---- build stage: the venv with the [spark] extra -------------------------------
-FROM python:3.11.11-slim-bookworm AS build
+# One base for both stages (the venv's interpreter symlinks must stay valid), as a build
+# argument like the other images.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -17,16 +20,22 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY constraints.txt ./
-COPY pyproject.toml README.md ./
+# Dependencies (pyspark is ~450 MB) in a layer of their own, before any source is copied.
+COPY constraints.txt pyproject.toml ./
+RUN python -c 'import sys, tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
+p = d["project"]; extras = sys.argv[1:]; \
+print("\n".join(d["build-system"]["requires"] + p["dependencies"] \
++ [r for e in extras for r in p["optional-dependencies"][e]]))' spark > requirements.txt \
+ && pip install --no-compile -c constraints.txt -r requirements.txt
+COPY README.md ./
 COPY recsys ./recsys
 COPY services ./services
 COPY recsys_tools ./recsys_tools
-RUN pip install --no-compile -c constraints.txt '.[spark]' \
+RUN pip install --no-compile --no-deps --no-build-isolation -c constraints.txt . \
  && python -m compileall -q /opt/venv/lib
 
 # ---- runtime stage: interpreter, Java 17 for the Spark driver, the venv ---------
-FROM python:3.11.11-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \

@@ -2,7 +2,8 @@
 
 ``open_store(url)`` is the one way a service gets a store: the URL scheme picks
 the backend (``memory://`` for an in-process store: examples, unit tests;
-``redis://``/``rediss://``/``unix://`` for Redis) and ``cluster`` (the services'
+``redis://``/``rediss://``/``unix://`` for Redis, ``redis+sentinel://`` for the primary
+a set of Sentinels names, followed across failovers) and ``cluster`` (the services'
 ``REDIS_CLUSTER``) says the URL names a node of a Redis Cluster. The opener
 builds the client, so no service imports ``redis``; a store raises
 :class:`StoreUnavailableError` when Redis fails, never the client's own errors.
@@ -51,6 +52,8 @@ def open_store(
     timeout_s: float = 5.0,
     max_events_per_script: int | None = None,
     check: bool = True,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 1000,
 ) -> FeatureStore:
     """A FeatureStore for ``url`` (see the module docstring for the choice of backend).
 
@@ -60,10 +63,17 @@ def open_store(
     reply. With ``check`` the store pings and loads its scripts now, so a Redis that
     cannot serve fails the start with a ConfigError saying what to set; a service that
     waits for Redis itself (the recommender) passes ``check=False``.
+
+    ``wait_replicas``: every write batch ends with ``WAIT wait_replicas wait_timeout_ms``
+    on its connection and fails (StoreUnavailableError, so the caller retries and does
+    not commit) when fewer replicas acknowledged it; 0 (the default) sends no WAIT. The
+    in-process store has no replicas and refuses a positive value.
     """
     if url.startswith("memory://"):
         from recsys.store.memory import InMemoryFeatureStore
 
+        if wait_replicas:
+            raise ConfigError("REDIS_WAIT_REPLICAS needs a Redis with replicas, not memory://")
         return InMemoryFeatureStore(config)
     from recsys.redis_io import make_cluster, make_redis
     from recsys.store.redis_store import RedisFeatureStore
@@ -81,7 +91,20 @@ def open_store(
         if not check:
             raise
         raise _unreachable(url, cluster, exc) from None
-    store = RedisFeatureStore(client, keys, config, cluster=cluster, **layout)
+    if wait_replicas and cluster:
+        raise ConfigError(
+            "REDIS_WAIT_REPLICAS is not supported with REDIS_CLUSTER (WAIT is per node); "
+            "use a primary with replicas behind Sentinel (redis+sentinel://)"
+        )
+    store = RedisFeatureStore(
+        client,
+        keys,
+        config,
+        cluster=cluster,
+        wait_replicas=wait_replicas,
+        wait_timeout_ms=wait_timeout_ms,
+        **layout,
+    )
     if check:
         try:
             store.ping()

@@ -89,8 +89,9 @@ def service_grant(service: str, keys: KeySchema, *, cluster: bool = False) -> Gr
     if service == "events":
         # apply_events / begin_apply: the batch script over the user's four event keys
         # and the three global keys (docs/redis-schema.md, "Writes").
+        # WAIT: REDIS_WAIT_REPLICAS (it reaches no key).
         grant = Grant(
-            (*scripts, *sorted(script_commands("batch"))),
+            (*scripts, *sorted(script_commands("batch")), "wait"),
             read_write=(
                 user(keys.recent), user(keys.seen), user(keys.weights), user(keys.applied),
                 *map(keys.literal_pattern, keys.global_keys()),
@@ -116,7 +117,7 @@ def service_grant(service: str, keys: KeySchema, *, cluster: bool = False) -> Gr
             (
                 *scripts,
                 *sorted(script_commands("sentiment") | script_commands("suppress")),
-                "zscore", "zrem",
+                "zscore", "zrem", "wait",
             ),
             read_write=(user(keys.sentiment), user(keys.feedback_applied), user(keys.suppressed)),
         )  # fmt: skip

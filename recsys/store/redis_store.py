@@ -34,6 +34,7 @@ from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import redis.exceptions
+from hiredis import pack_command
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
@@ -152,23 +153,34 @@ class RedisFeatureStore:
         *,
         cluster: bool = False,
         max_events_per_script: int = DEFAULT_MAX_EVENTS_PER_SCRIPT,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         if max_events_per_script < 1:
             raise ValueError("max_events_per_script must be positive")
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError("wait_replicas must be >= 0 and wait_timeout_ms positive")
+        if wait_replicas and cluster:
+            raise ValueError("wait_replicas is not supported on a Redis Cluster client")
         self.client = client
         self.acl_user = _acl_user(client)
         self.keys = keys or KeySchema()
         self.config = config or StoreConfig()
         self.cluster = cluster
         self.max_events_per_script = max_events_per_script
+        # WAIT after every write batch (see _waited): 0 = never, today's behaviour.
+        self.wait_replicas = wait_replicas
+        # A redis+sentinel:// client: its connections find the primary in connect().
+        self._sentinel = hasattr(getattr(client, "connection_pool", None), "get_master_address")
+        self.wait_timeout_ms = wait_timeout_ms
         self._rate = decay_rate(self.config.trending_half_life_s)
         self._sources = script_sources()
         self._sha: dict[str, str] = {}
         self.round_trips = 0  # network round trips issued, for benchmarks
-        # Per-user RESP text of the four keys a batch script declares, and the part of a
+        # Per user, the four keys a batch script declares, and the part of a
         # recent-list entry before its time, per (item, type, weight): both recur across
         # batches and cost more to rebuild than to look up. Bounded (cleared when full).
-        self._user_resp: dict[str, str] = {}
+        self._user_keys: dict[str, tuple[str, str, str, str]] = {}
         self._entry_heads: dict[tuple[str, str, str], str] = {}
         # Per user: [time of the last maintenance this process saw done (the dedup memory
         # pruned, the four keys' TTL set in full), events sent since]. A user missing here
@@ -214,10 +226,12 @@ class RedisFeatureStore:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
+            if self.wait_replicas:
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
             try:
                 results: list[Any] = pipe.execute()
                 self.round_trips += 1
-                return results
+                return self._replicated(results)
             except NoScriptError:
                 self.round_trips += 1
                 if attempt == 2:
@@ -276,6 +290,43 @@ class RedisFeatureStore:
         finally:
             pool.release(conn)
 
+    # --- replication ---------------------------------------------------------------
+    def _waited(self, packed: Callable[[], tuple[bytes, int]]) -> Callable[[], tuple[bytes, int]]:
+        """``packed`` followed by ``WAIT wait_replicas wait_timeout_ms`` on the same connection.
+
+        Redis replicates asynchronously: a write a primary acknowledged can vanish when
+        that primary dies before its replica got it, after the caller already committed
+        its Kafka offsets. WAIT blocks until the connection's earlier writes reached that
+        many replicas; it counts only writes made on the connection that sends it (a
+        fresh connection's WAIT returns at once), which is why it travels in the batch's
+        own payload rather than as a call of its own.
+        """
+        if not self.wait_replicas:
+            return packed
+        wait = resp_command("WAIT", str(self.wait_replicas), str(self.wait_timeout_ms))
+
+        def with_wait() -> tuple[bytes, int]:
+            payload, count = packed()
+            return payload + wait.encode("ascii"), count + 1
+
+        return with_wait
+
+    def _replicated(self, replies: list[Any]) -> list[Any]:
+        """The batch's replies without WAIT's; StoreUnavailableError when too few replicas
+        acknowledged in time (the writes stay on the primary: the caller retries, which the
+        scripts' dedup makes safe, and does not commit meanwhile)."""
+        if not self.wait_replicas:
+            return replies
+        acked = replies[-1]
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.wait_replicas:
+            raise StoreUnavailableError(
+                f"writes reached {int(acked)} of {self.wait_replicas} replicas within "
+                f"{self.wait_timeout_ms} ms (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS)"
+            )
+        return replies[:-1]
+
     # --- writes --------------------------------------------------------------------
     def apply_events(self, events: Sequence[FeatureEvent], now: float | None = None) -> ApplyResult:
         return self.begin_apply(events, now).result()
@@ -294,7 +345,7 @@ class RedisFeatureStore:
         if not hasattr(self.client, "connection_pool"):  # a RedisCluster client routes by slot
             return DoneApply(calls.outcome(self._run_cluster(calls), len(events)))
         self._ensure_loaded()
-        conn, count = self._send(*calls.packed())
+        conn, count = self._send(*self._waited(calls.packed)())
         return _RedisPending(self, conn, count, calls, len(events))
 
     def _run_cluster(self, calls: _BatchCalls) -> list[Any]:
@@ -414,7 +465,9 @@ class RedisFeatureStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.zscore(key, item_id)
         pipe.zrem(key, item_id)
-        expiry, _ = pipe.execute()
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        expiry, _ = self._replicated(pipe.execute())
         self.round_trips += 1
         return expiry is not None and float(expiry) > now
 
@@ -593,6 +646,10 @@ class RedisFeatureStore:
         read = conn.read_response
         for attempt in (0, 1):
             try:
+                if self._sentinel:
+                    # send_packed_command connects to the connection's own host/port;
+                    # connect() is where a Sentinel-managed one asks for the primary.
+                    conn.connect()
                 conn.send_packed_command([packed])
                 return read(), read(), read(), read()
             except redis.exceptions.ConnectionError:
@@ -685,9 +742,9 @@ _Event = tuple[str, str, str, str, str, str]
 class _BatchCalls:
     """The script calls of one batch, rendered at send time (the SHA changes on a reload).
 
-    ``packed`` is the standalone path: RESP built as one text, each user's
-    four keys taken from the store's cache. ``args`` gives the same calls as
-    argument lists, for a cluster client's pipeline (and for inspection).
+    ``args`` gives the calls as argument lists (each user's four keys from the
+    store's cache), for a cluster client's pipeline; ``packed`` is the standalone
+    path: the same arguments in RESP, ready to write.
     ``outcome`` reads the replies and records which users' maintenance was done.
     """
 
@@ -710,86 +767,46 @@ class _BatchCalls:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def _keys(self, mode: str, with_users: bool, users: list[str]) -> list[str]:
-        keys = self._store.keys
-        call_keys = [keys.trending(), keys.counters(), keys.global_applied()]
-        call_keys = call_keys[: _GLOBAL_KEYS[mode]]
-        if with_users:
-            for user_id in users:
-                call_keys += (
-                    keys.recent(user_id),
-                    keys.seen(user_id),
-                    keys.weights(user_id),
-                    keys.applied(user_id),
-                )
-        return call_keys
-
     def args(self) -> list[list[str]]:
-        sha = self._store._sha["batch"]
+        """Every call's arguments: EVALSHA, the SHA, the keys, the scalars, the mode, then
+        per user its count (negative when maintenance is due) and six strings per event."""
+        store = self._store
+        keys = store.keys
+        cache = store._user_keys
+        if len(cache) > _CACHE_MAX:
+            cache.clear()
+        per_user = self._per_user
+        counts = self._counts
+        sha = store._sha["batch"]
+        global_keys = [keys.trending(), keys.counters(), keys.global_applied()]
         out = []
         for mode, with_users, users in self._calls:
-            call_keys = self._keys(mode, with_users, users)
+            call_keys = global_keys[: _GLOBAL_KEYS[mode]]
+            if with_users:
+                for user_id in users:
+                    user_keys = cache.get(user_id)
+                    if user_keys is None:
+                        user_keys = cache[user_id] = (
+                            keys.recent(user_id),
+                            keys.seen(user_id),
+                            keys.weights(user_id),
+                            keys.applied(user_id),
+                        )
+                    call_keys += user_keys
             call = ["EVALSHA", sha, str(len(call_keys)), *call_keys, *self._head, mode]
             for user_id in users:
-                call.append(self._counts[user_id])
-                for event in self._per_user[user_id]:
+                call.append(counts[user_id])
+                for event in per_user[user_id]:
                     call += event
             out.append(call)
         return out
 
     def packed(self) -> tuple[bytes, int]:
-        """The calls as one RESP text: one f-string per event, lengths counted in
-        characters, which are the bytes for ASCII; a batch with any other character is
-        rebuilt argument by argument with byte lengths."""
-        text = self._packed(fast=True)
-        if not text.isascii():
-            text = self._packed(fast=False)
-        return text.encode("utf-8"), len(self._calls)
-
-    def _packed(self, fast: bool) -> str:
-        store = self._store
-        keys = store.keys
-        cache = store._user_resp
-        if len(cache) > _CACHE_MAX:
-            cache.clear()
-        per_user = self._per_user
-        counts = self._counts
-        sha_resp = _bulk(store._sha["batch"])
-        head_resp = "".join(map(_bulk, self._head))
-        parts: list[str] = []
-        append = parts.append
-        for mode, with_users, users in self._calls:
-            global_keys = self._keys(mode, False, users)
-            nkeys = len(global_keys) + (4 * len(users) if with_users else 0)
-            nargs = 3 + nkeys + len(self._head) + 1 + sum(1 + 6 * len(per_user[u]) for u in users)
-            append(f"*{nargs}\r\n$7\r\nEVALSHA\r\n{sha_resp}{_bulk(str(nkeys))}")
-            append("".join(map(_bulk, global_keys)))
-            if with_users:
-                for user_id in users:
-                    user_resp = cache.get(user_id)
-                    if user_resp is None:
-                        user_resp = cache[user_id] = (
-                            _bulk(keys.recent(user_id))
-                            + _bulk(keys.seen(user_id))
-                            + _bulk(keys.weights(user_id))
-                            + _bulk(keys.applied(user_id))
-                        )
-                    append(user_resp)
-            append(head_resp)
-            append(f"$1\r\n{mode}\r\n")
-            for user_id in users:
-                count = counts[user_id]
-                append(f"${len(count)}\r\n{count}\r\n")
-                if fast:
-                    for a, b, c, d, e, f in per_user[user_id]:
-                        append(
-                            f"${len(a)}\r\n{a}\r\n${len(b)}\r\n{b}\r\n${len(c)}\r\n{c}\r\n"
-                            f"${len(d)}\r\n{d}\r\n${len(e)}\r\n{e}\r\n${len(f)}\r\n{f}\r\n"
-                        )
-                else:
-                    for event in per_user[user_id]:
-                        append("".join(map(_bulk, event)))
-        return "".join(parts)
+        """The calls in RESP, encoded by hiredis's C ``pack_command`` (byte lengths of
+        UTF-8 text): thousands of arguments per call cost far less there than in Python."""
+        # hiredis's stub types the argument as a one-element tuple; it takes any length
+        packed = b"".join(pack_command(tuple(call)) for call in self.args())  # type: ignore[arg-type]
+        return packed, len(self._calls)
 
     def outcome(self, replies: list[Any], events: int) -> ApplyResult:
         """The batch's result from its replies (one per call, in order); the users whose
@@ -838,10 +855,10 @@ class _RedisPending:
         error = next((r for r in replies if isinstance(r, Exception)), None)
         if isinstance(error, NoScriptError):
             self._store.load_scripts()
-            replies = self._store._run_raw(self._calls.packed)
+            replies = self._store._run_raw(self._store._waited(self._calls.packed))
         elif error is not None:
             raise error
-        self._result = self._calls.outcome(replies, self._events)
+        self._result = self._calls.outcome(self._store._replicated(replies), self._events)
         return self._result
 
     @_store_errors

@@ -290,6 +290,8 @@ class ApacheKafka(ManagedServer):
         self.log_path = self.work_dir / "kafka.log"
         self.detached = detached
         self._proc: ManagedProcess | None = None
+        #: Set by a multi-node cluster, whose nodes must share one; None: a fresh one.
+        self.cluster_id: str | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -332,13 +334,7 @@ class ApacheKafka(ManagedServer):
             return  # restart: keep the cluster id and data
         self.data_dir.mkdir(parents=True, exist_ok=True)
         base = [self.java, "-cp", classpath, "kafka.tools.StorageTool"]
-        uuid = subprocess.run(
-            [*base, "random-uuid"], capture_output=True, text=True, timeout=120, check=False,
-            env=self._java_env(),
-        )  # fmt: skip
-        if uuid.returncode != 0 or not uuid.stdout.strip():
-            raise InfraError(f"kafka StorageTool random-uuid failed: {uuid.stderr.strip()[-500:]}")
-        cluster_id = uuid.stdout.strip().splitlines()[-1].strip()
+        cluster_id = self.cluster_id or self.random_cluster_id(classpath)
         scram_args: list[str] = []
         if self.scram is not None:
             for name, password in self.scram.credentials().items():
@@ -353,19 +349,31 @@ class ApacheKafka(ManagedServer):
         if fmt.returncode != 0:
             raise InfraError(f"kafka StorageTool format failed: {(fmt.stdout + fmt.stderr)[-800:]}")
 
+    def random_cluster_id(self, classpath: str | None = None) -> str:
+        base = [self.java, "-cp", classpath or self._classpath(), "kafka.tools.StorageTool"]
+        uuid = subprocess.run(
+            [*base, "random-uuid"], capture_output=True, text=True, timeout=120, check=False,
+            env=self._java_env(),
+        )  # fmt: skip
+        if uuid.returncode != 0 or not uuid.stdout.strip():
+            raise InfraError(f"kafka StorageTool random-uuid failed: {uuid.stderr.strip()[-500:]}")
+        return uuid.stdout.strip().splitlines()[-1].strip()
+
+    def properties(self) -> str:
+        """The ``server.properties`` text (a cluster node overrides it)."""
+        return server_properties(
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dir=self.data_dir,
+            scram=self.scram,
+        )
+
     def start(self) -> None:
         if self._proc is not None and self._proc.running():
             return
         classpath = self._classpath()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            server_properties(
-                port=self.port,
-                controller_port=self.controller_port,
-                log_dir=self.data_dir,
-                scram=self.scram,
-            )
-        )
+        self.config_path.write_text(self.properties())
         log4j = self.work_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         self._format_storage(classpath)

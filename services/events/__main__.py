@@ -36,6 +36,8 @@ def make_store(settings: EventsSettings) -> FeatureStore:
         config=settings.store,
         cluster=settings.redis_cluster,
         max_events_per_script=settings.redis_script_max_events,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
 
 

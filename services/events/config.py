@@ -21,6 +21,7 @@ from recsys.settings import (
     env_int,
     env_str,
     load_consumer_settings,
+    redis_wait_from_env,
     validate_redis_url,
 )
 from recsys.store.keys import DEFAULT_PREFIX
@@ -58,6 +59,10 @@ class EventsSettings:
     # Write layout: one script per slot group (Redis Cluster) or per chunk of users.
     redis_cluster: bool = False
     redis_script_max_events: int = 500
+    # Commit only after each batch's writes reached this many replicas (Redis WAIT):
+    # 0 keeps the asynchronous replication a replica-less Redis has (docs/events.md).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     # Health-only gRPC and metrics; each service has its own default ports so that all
     # three run side by side on one host (the images and manifests set them explicitly).
     grpc_port: int = 50053
@@ -96,11 +101,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> EventsSettings:
         trending_half_life_s=env_float(env, "TRENDING_HALF_LIFE_S", 6 * 3600.0, minimum=1.0),
         trending_max_items=env_int(env, "TRENDING_MAX_ITEMS", 10_000, minimum=10),
     )
+    redis_cluster = env_bool(env, "REDIS_CLUSTER", False)
+    wait_replicas, wait_timeout_ms = redis_wait_from_env(env, cluster=redis_cluster)
     return EventsSettings(
         consumer=consumer,
         redis_url=redis_url,
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_PREFIX),
-        redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
+        redis_cluster=redis_cluster,
+        redis_wait_replicas=wait_replicas,
+        redis_wait_timeout_ms=wait_timeout_ms,
         redis_script_max_events=env_int(
             env, "REDIS_SCRIPT_MAX_EVENTS", 500, minimum=1, maximum=100_000
         ),

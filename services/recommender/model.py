@@ -249,7 +249,7 @@ class Model:
 
         ``map`` over the dict's ``get`` rather than a generator: no Python frame per id, a
         third less CPU for the ~100 live items of a request (docs/benchmarks.md, History,
-        "The Recommend margin at ML-100K")."""
+        "Approximate candidate retrieval and the Recommend margin")."""
         return np.fromiter(map(self._item_row.get, ids, repeat(-1)), dtype=np.int64)
 
     # ------------------------------------------------------------------ fold-in

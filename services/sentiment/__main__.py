@@ -91,7 +91,11 @@ def consume(settings: SentimentSettings, stop: threading.Event) -> int:
             settings.consumer, {settings.output_topic: settings.consumer.topic_partitions}
         )
         store = open_store(
-            settings.redis_url, prefix=settings.key_prefix, cluster=settings.redis_cluster
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            cluster=settings.redis_cluster,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         producer = make_producer(
             settings.consumer.bootstrap,

@@ -22,6 +22,7 @@ from recsys.settings import (
     env_int,
     env_str,
     load_consumer_settings,
+    redis_wait_from_env,
     validate_redis_url,
 )
 from recsys.store.keys import DEFAULT_PREFIX
@@ -83,6 +84,9 @@ class SentimentSettings:
     #: REDIS_URL names a node of a Redis Cluster (a user's keys share one slot, so the
     #: sentiment and suppression scripts still touch one node each).
     redis_cluster: bool = False
+    # Commit only after the writes reached this many replicas (Redis WAIT; docs/sentiment.md).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     #: Half-life of the per-user sentiment average.
     half_life_s: float = 14 * 86400.0
     #: How long an item a user complained about stays out of their recommendations.
@@ -101,6 +105,8 @@ def _address(value: str, name: str) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
     env = os.environ if env is None else env
     consumer = load_consumer_settings(env, "SENTIMENT", CONSUMER_DEFAULTS)
+    redis_cluster = env_bool(env, "REDIS_CLUSTER", False)
+    wait_replicas, wait_timeout_ms = redis_wait_from_env(env, cluster=redis_cluster)
     output_topic = env_str(env, "SENTIMENT_OUTPUT_TOPIC", TOPIC_FEEDBACK_SCORED)
     if len({consumer.topic, output_topic, consumer.dlq_topic}) != 3:
         raise ConfigError(
@@ -133,7 +139,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> SentimentSettings:
         max_id_length=env_int(env, "MAX_ID_LENGTH", 128, minimum=1, maximum=4096),
         redis_url=validate_redis_url(env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)),
         key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_PREFIX),
-        redis_cluster=env_bool(env, "REDIS_CLUSTER", False),
+        redis_cluster=redis_cluster,
+        redis_wait_replicas=wait_replicas,
+        redis_wait_timeout_ms=wait_timeout_ms,
         half_life_s=env_float(env, "SENTIMENT_HALF_LIFE_S", 14 * 86400.0, minimum=1.0),
         suppress_ttl_s=env_float(env, "SENTIMENT_SUPPRESS_TTL_S", 30 * 86400.0, minimum=1.0),
         suppress_min_probability=env_float(

@@ -9,7 +9,7 @@ hold no seen, suppressed or excluded item and no item outside a requested catego
 each item's exact score, and find most of the exact top 10 (mean recall@10). A filter as
 narrow as one category (5%) is below ``ANN_EXACT_BELOW`` and must equal exact scoring.
 
-The 50,000-item case always runs; the million-item one (the size the issue names; ~256 MB of
+The 25,000-item case always runs; the million-item one (the size the issue names; ~256 MB of
 factors and a few minutes to build the index on two cores) is ``slow``.
 """
 
@@ -42,15 +42,15 @@ from services.recommender.service import (
 
 pytestmark = pytest.mark.integration
 
-USERS = 60
+USERS = 40
 FACTORS = 32
 K = 10
 
 
 @pytest.fixture(
     scope="module",
-    params=[50_000, pytest.param(1_000_000, marks=pytest.mark.slow)],
-    ids=["50k", "1M"],
+    params=[25_000, pytest.param(1_000_000, marks=pytest.mark.slow)],
+    ids=["25k", "1M"],
 )
 def catalog(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("large-models")

@@ -13,6 +13,9 @@ from recsys.settings import (
     env_float,
     env_int,
     parse_bootstrap,
+    parse_sentinel_url,
+    redacted_url,
+    redis_wait_from_env,
     validate_redis_url,
 )
 from recsys.store.keys import DEFAULT_PREFIX
@@ -53,6 +56,44 @@ def test_bootstrap_list_is_split() -> None:
 def test_bad_redis_url_is_rejected(url: str) -> None:
     with pytest.raises(ConfigError, match="REDIS_URL"):
         validate_redis_url(url)
+
+
+def test_sentinel_url_names_the_sentinels_the_service_and_the_data_user() -> None:
+    url = "redis+sentinel://recsys-events:s%40cret@10.0.0.1:26379,10.0.0.2:26380/main/2"
+    assert validate_redis_url(url) == url
+    parsed = parse_sentinel_url(url)
+    assert parsed.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+    assert (parsed.service, parsed.db) == ("main", 2)
+    assert (parsed.username, parsed.password) == ("recsys-events", "s@cret")
+    assert "s%40cret" not in redacted_url(url)
+    assert parse_sentinel_url("redis+sentinel://h:1/svc").db == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://h:1",  # no service
+        "redis+sentinel:///svc",  # no Sentinel
+        "redis+sentinel://h/svc",  # no port
+        "redis+sentinel://h:1,h:x/svc",
+        "redis+sentinel://h:1/svc/db",
+    ],
+)
+def test_bad_sentinel_url_is_rejected(url: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        validate_redis_url(url)
+
+
+def test_redis_wait_defaults_off_and_refuses_a_cluster() -> None:
+    assert redis_wait_from_env({}, cluster=False) == (0, 1000)
+    assert redis_wait_from_env(
+        {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "250"}, cluster=False
+    ) == (1, 250)
+    assert redis_wait_from_env({}, cluster=True) == (0, 1000)
+    with pytest.raises(ConfigError, match=r"REDIS_WAIT_REPLICAS.*REDIS_CLUSTER"):
+        redis_wait_from_env({"REDIS_WAIT_REPLICAS": "1"}, cluster=True)
+    with pytest.raises(ConfigError, match="REDIS_WAIT_REPLICAS"):
+        redis_wait_from_env({"REDIS_WAIT_REPLICAS": "-1"}, cluster=False)
 
 
 def test_unreachable_broker_fails_fast_with_what_to_set() -> None:
