@@ -12,6 +12,7 @@
 # One base for both stages (the venv's interpreter symlinks must stay valid), as a build
 # argument like the other images.
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM names the BASE_IMAGE argument, whose default above is pinned to an exact release (tests/unit/test_deploy_files.py resolves and checks it)
 FROM ${BASE_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
