@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError
+from recsys_tools.commands.recommender import setup_logging as _setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,6 @@ def to_holdout_log(data: Any) -> Any:
     from services.recommender.evaluation.holdout import Log
 
     return Log.from_columns(data.users, data.items, data.times, data.weights)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 # --------------------------------------------------------------------------- import

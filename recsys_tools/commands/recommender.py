@@ -55,7 +55,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig().with_params(**{**ML100K_TUNED, **params})
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Shared by the training and onboarding commands: one log format for every run."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         stream=sys.stderr,
@@ -203,7 +204,7 @@ def _forgotten_users(args: argparse.Namespace) -> set[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     from recsys.weights import EventWeights
     from services.recommender import artifact, training
 
@@ -406,7 +407,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     args.protocol = args.protocol or "random"
     if args.protocol not in ("random", "temporal", "replay"):
         raise ConfigError(f"--protocol {args.protocol} evaluates a log: give --data FILE")
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     from threadpoolctl import threadpool_limits
 
     from services.recommender import evaluation
