@@ -71,8 +71,8 @@ CASES: dict[str, str] = {
     "kafka_restart": "stop the Kafka broker (SIGTERM) for 2 s, start it on the same data dir",
     "kafka_leader_kill": "3-broker KRaft cluster (RF 3, min ISR 2): kill -9 the broker leading "
     "every click partition; it stays down",
-    "redis_primary_kill": "Redis primary + replica behind Sentinel: freeze the replica 1.5 s, "
-    "kill -9 the primary, Sentinel promotes the replica; run without and with "
+    "redis_primary_kill": "Redis primary + replica behind Sentinel: cut the replication link "
+    "1.5 s, kill -9 the primary, Sentinel promotes the replica; run without and with "
     "REDIS_WAIT_REPLICAS=1",
     "redis_latency": "TCP proxy between the recommender and Redis: +300 ms each way for 6 s, "
     "then a 6 s partition (black hole), then healed",
@@ -81,10 +81,12 @@ ALLOWED_CODES = {"OK", "UNAVAILABLE"}
 #: Node losses and network faults: a call may also run into its deadline.
 NODE_CASES = ("kafka_leader_kill", "redis_primary_kill", "redis_latency")
 NODE_ALLOWED_CODES = {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
-#: What redis_primary_kill freezes the replica for before the kill. Meant to widen the
-#: asynchronous-replication window, but SIGSTOP leaves the stream in the replica's socket
-#: buffer, so the run without WAIT has not lost writes (docs/faults.md, limitation).
-REPLICA_FREEZE_S = 1.5
+#: How long (at least) redis_primary_kill keeps the replication link cut before it kills
+#: the primary (cut when a third of the stream is applied):
+#: every write the primary acknowledges in that window is on the primary alone, so the run
+#: without WAIT loses what it applied and committed then, by design (docs/faults.md).
+#: (Freezing the replica with SIGSTOP did not: the stream waited in its socket buffer.)
+REPLICATION_CUT_S = 1.5
 
 
 @dataclass
@@ -271,43 +273,96 @@ def _redis_primary_kill(suite: Suite) -> CaseResult:
 
 
 def _primary_kill_run(suite: Suite, *, wait: bool) -> CaseResult:
-    import os
-    import signal
-
     from recsys_tools.infra.redis_sentinel import RedisSentinelSet
 
     work = suite.work_dir / f"redis-sentinel-{'wait' if wait else 'nowait'}-{int(time.time())}"
-    with RedisSentinelSet(work) as rs:
+    # The replica replicates through a loopback proxy: cutting it stops the stream itself.
+    with RedisSentinelSet(work, replication_proxy=True) as rs:
         log(f"redis: {rs.description} at {rs.url} (REDIS_WAIT_REPLICAS={int(wait)})")
         infra = Infra(suite.infra.kafka, rs, suite.work_dir)
         sub = dataclasses.replace(suite, infra=infra)
         env = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "500"} if wait else {}
 
+        cutter = _ReplicationCutter(rs, len(suite.load.events) // 3)
+
         def inject(result: CaseResult, names: StackNames) -> None:
-            replica = rs.replica
-            assert replica.pid is not None
-            os.kill(replica.pid, signal.SIGSTOP)  # writes now land on the primary only
-            time.sleep(REPLICA_FREEZE_S)
+            if not cutter.cut.wait(120) or cutter.error:
+                raise RuntimeError(f"the replication link was not cut: {cutter.error}")
+            # Cut at a third of the stream; the events service went on at full speed, and
+            # what it applied since is on the primary alone.
+            time.sleep(max(0.0, cutter.cut_at + REPLICATION_CUT_S - time.monotonic()))
+            at_kill = _applied(sub, names)
             old = rs.current_primary_port()
             t0 = time.monotonic()
             killed = rs.kill_primary()
-            os.kill(replica.pid, signal.SIGCONT)
+            cut_s = round(t0 - cutter.cut_at, 2)
             failover_s = round(rs.wait_failover(old), 2)
+            rs.heal_replication()  # drops the starved connections; nothing replicates there now
             # The lost node comes back empty and Sentinel makes it the new primary's
             # replica, so REDIS_WAIT_REPLICAS=1 can be met again.
             killed.start()
             resumed_s = _resumed_after(sub, names, t0)
             result.counts["unavailability"] = {
-                "replica_frozen_s": REPLICA_FREEZE_S, "failover_after_s": failover_s,
+                "replication_cut_s": cut_s, "failover_after_s": failover_s,
                 "events_applied_again_after_s": resumed_s,
+                # the applied-events counter on the primary at the cut and at the kill:
+                # what the run without WAIT stands to lose (with WAIT: applied, not
+                # committed, applied again after the failover)
+                "applied_at_cut": cutter.applied_at_cut, "applied_at_kill": at_kill,
             }  # fmt: skip
-            log(f"redis_primary_kill: primary :{old} killed, failover in {failover_s} s, "
-                f"events applied again after {resumed_s} s")  # fmt: skip
+            log(f"redis_primary_kill: link cut at {cutter.applied_at_cut} applied, primary "
+                f":{old} killed at {at_kill}, failover in {failover_s} s, events applied "
+                f"again after {resumed_s} s")  # fmt: skip
 
-        fault = NodeFault(inject, events_env=env, sentiment_env=env)
-        result = _run_stack(sub, "redis_primary_kill", fault)
+        def before_start(names: StackNames) -> None:
+            cutter.prefix = names.prefix
+            cutter.start()
+
+        fault = NodeFault(inject, before_start, events_env=env, sentiment_env=env)
+        try:
+            result = _run_stack(sub, "redis_primary_kill", fault)
+        finally:
+            cutter.stop_event.set()
         result.counts["redis_wait_replicas"] = int(wait)
         return result
+
+
+class _ReplicationCutter(threading.Thread):
+    """Cuts ``rs``'s replication link the moment the primary's applied-events counter
+    reaches ``at``: polled every 20 ms on the primary itself, so the cut lands while the
+    stream is flowing (the case's own fault hook comes later: it first reads the scored
+    topic, by when a quick stream may be over)."""
+
+    def __init__(self, rs: Any, at: int) -> None:  # rs: a RedisSentinelSet
+        super().__init__(daemon=True, name="replication-cutter")
+        self.rs, self.at = rs, at
+        self.prefix = ""
+        self.cut = threading.Event()
+        self.stop_event = threading.Event()
+        self.cut_at = 0.0
+        self.applied_at_cut: int | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        from recsys.redis_io import make_redis
+
+        client = make_redis(f"redis://127.0.0.1:{self.rs.primary.port}/0", check=False)
+        try:
+            while not self.stop_event.wait(0.02):
+                try:
+                    applied = applied_events(client, self.prefix)
+                except Exception:
+                    continue  # not up yet
+                if applied >= self.at:
+                    try:
+                        self.rs.cut_replication()  # writes now land on the primary only
+                    except Exception as exc:
+                        self.error = f"{type(exc).__name__}: {exc}"
+                    self.cut_at, self.applied_at_cut = time.monotonic(), applied
+                    self.cut.set()
+                    return
+        finally:
+            client.close()
 
 
 def _redis_latency(suite: Suite) -> CaseResult:
@@ -742,6 +797,10 @@ def summarise(results: list[CaseResult], seconds: float) -> dict[str, Any]:
         # Node-loss cases: how long each was unavailable, as its clients and consumers saw it.
         "unavailability": {
             r.case: r.counts["unavailability"] for r in results if "unavailability" in r.counts
+        },
+        # redis_primary_kill's informational run without WAIT: what it lost.
+        "without_wait": {
+            r.case: r.counts["without_wait"] for r in results if "without_wait" in r.counts
         },
         "failed_cases": [r.case for r in results if not r.passed],
         "events_per_case": results[0].counts.get("events") if results else None,

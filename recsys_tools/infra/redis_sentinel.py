@@ -6,7 +6,9 @@ check that the services follow the promotion through a ``redis+sentinel://`` URL
 binary as :class:`~recsys_tools.infra.redis_server.RedisServer` (a Sentinel is
 ``redis-server --sentinel`` with a config file it may rewrite):
 
-- the primary, and a replica started with ``--replicaof`` it;
+- the primary, and a replica started with ``--replicaof`` it (with
+  ``replication_proxy=True``, through a loopback :class:`~recsys_tools.infra.tcp_proxy.TcpProxy`
+  to the primary, so a test can cut the replication link alone: ``cut_replication()``);
 - one Sentinel monitoring them with quorum 1, declaring the primary down after
   ``down_after_ms`` without an answer and promoting the replica.
 
@@ -30,6 +32,7 @@ from typing import Any
 from recsys.errors import InfraError
 from recsys_tools.harness import ManagedProcess, ManagedServer, free_port
 from recsys_tools.infra.redis_server import RedisServer
+from recsys_tools.infra.tcp_proxy import TcpProxy
 
 SERVICE = "recsys"
 
@@ -39,6 +42,7 @@ class ReplicaServer(RedisServer):
 
     def __init__(self, work_dir: Path, *, primary_port: int, binary: str | None = None) -> None:
         super().__init__(work_dir, binary=binary)
+        #: where it replicates from: the primary's port, or a proxy's in front of it
         self.primary_port = primary_port
 
     def argv(self) -> list[str]:
@@ -133,11 +137,18 @@ class RedisSentinelSet:
         binary: str | None = None,
         service: str = SERVICE,
         down_after_ms: int = 1000,
+        replication_proxy: bool = False,
     ) -> None:
         self.work_dir = work_dir.resolve()
         self.primary = RedisServer(self.work_dir / "primary", binary=binary)
+        #: Only the replica's replication stream goes through it; the Sentinel and the
+        #: clients talk to both servers directly (the primary's INFO names the replica by
+        #: its own listening port), so cutting it leaves the failover possible.
+        self.proxy = TcpProxy(("127.0.0.1", self.primary.port)) if replication_proxy else None
         self.replica = ReplicaServer(
-            self.work_dir / "replica", primary_port=self.primary.port, binary=self.primary.binary
+            self.work_dir / "replica",
+            primary_port=self.proxy.port if self.proxy else self.primary.port,
+            binary=self.primary.binary,
         )
         self.sentinel = SentinelServer(
             self.work_dir / "sentinel",
@@ -145,6 +156,11 @@ class RedisSentinelSet:
             binary=self.primary.binary,
             service=service,
             down_after_ms=down_after_ms,
+            # The Sentinel "fixes" (+fix-slave-config) a replica that names another
+            # primary address (the proxy's) once failover-timeout has passed since it
+            # learned it, re-pointing it at the primary directly: pushed out so the replica
+            # keeps replicating through the proxy for the whole test.
+            failover_timeout_ms=600_000 if replication_proxy else 5000,
         )
         self.service = service
 
@@ -157,6 +173,8 @@ class RedisSentinelSet:
         return f"{self.primary.description}, primary + 1 replica behind 1 Sentinel"
 
     def start(self, timeout_s: float = 30.0) -> None:
+        if self.proxy is not None:
+            self.proxy.start()
         self.primary.start()
         self.replica.start()
         self.wait_replicas(1, timeout_s)
@@ -205,6 +223,28 @@ class RedisSentinelSet:
                 raise InfraError(f"fewer than {n} replicas in sync after {timeout_s:.0f} s")
             time.sleep(0.1)
 
+    def cut_replication(self) -> None:
+        """Black-hole the replication link (``replication_proxy=True`` only): from now on
+        the primary acknowledges writes its replica never receives, and neither side
+        notices before ``repl-timeout`` (60 s). The Sentinel still reaches both."""
+        import redis
+
+        if self.proxy is None:
+            raise InfraError("cut_replication needs RedisSentinelSet(replication_proxy=True)")
+        client = redis.Redis(host="127.0.0.1", port=self.replica.port, socket_timeout=1.0)
+        try:
+            via = int(client.info("replication").get("master_port", 0))
+        finally:
+            client.close()
+        if via != self.proxy.port:  # the Sentinel re-pointed it: a cut would cut nothing
+            raise InfraError(f"the replica replicates from port {via}, not the proxy's")
+        self.proxy.set_mode("partition")
+
+    def heal_replication(self) -> None:
+        """End the cut: the starved connections are dropped, the replica reconnects."""
+        if self.proxy is not None:
+            self.proxy.set_mode("pass")
+
     def current_primary_port(self) -> int:
         named = self.sentinel.primary() if self.sentinel.running() else None
         return named[1] if named else self.primary.port
@@ -241,6 +281,8 @@ class RedisSentinelSet:
     def stop(self) -> None:
         for server in (self.sentinel, self.replica, self.primary):
             server.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
 
     def __enter__(self) -> RedisSentinelSet:
         try:

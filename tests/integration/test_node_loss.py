@@ -5,6 +5,9 @@
 - ``REDIS_WAIT_REPLICAS``: the store's write batch carries ``WAIT`` on its own connection,
   so a batch whose replica does not acknowledge fails instead of returning (and the events
   service does not commit it); without the setting the same batch returns at once;
+- a replica replicating through a TCP proxy (``redis_primary_kill``): with the link cut,
+  a write the primary acknowledged without WAIT is gone after the failover, the same write
+  with WAIT fails instead, and the Sentinel still promotes the replica;
 - the TCP proxy the ``redis_latency`` case puts between the recommender and Redis adds
   latency and black-holes traffic;
 - (slow) a three-broker Apache Kafka KRaft cluster loses the node that leads every
@@ -116,6 +119,56 @@ def test_wait_replicas_blocks_a_batch_its_replica_did_not_get(
     finally:
         waiting.close()
         plain.close()
+
+
+def _wait_replica_caught_up(rs: RedisSentinelSet, timeout_s: float = 10.0) -> None:
+    primary = make_redis(f"redis://127.0.0.1:{rs.primary.port}/0", timeout_s=1.0)
+    replica = make_redis(f"redis://127.0.0.1:{rs.replica.port}/0", timeout_s=1.0)
+    try:
+        target = int(primary.info("replication")["master_repl_offset"])
+        deadline = time.monotonic() + timeout_s
+        while int(replica.info("replication")["slave_repl_offset"]) < target:
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.05)
+    finally:
+        primary.close()
+        replica.close()
+
+
+def test_cut_replication_loses_unwaited_writes_at_failover(tmp_path: Path, key_prefix: str) -> None:
+    with RedisSentinelSet(tmp_path / "rs", replication_proxy=True) as rs:
+        waiting = open_store(rs.url, prefix=key_prefix, wait_replicas=1,
+                             wait_timeout_ms=300, timeout_s=2.0)  # fmt: skip
+        plain = open_store(rs.url, prefix=key_prefix + "-plain", timeout_s=2.0)
+        try:
+            _apply_until_ok(waiting, _events(5))  # through the proxy: WAIT is met
+            plain.apply_events(_events(5))
+            _wait_replica_caught_up(rs)  # the plain batch is on the replica too
+            rs.cut_replication()
+            plain.apply_events(_events(5, start=5))  # acknowledged by the primary alone
+            with pytest.raises(StoreUnavailableError, match="reached 0 of 1 replicas"):
+                waiting.apply_events(_events(5, start=5))
+            old = rs.current_primary_port()
+            rs.kill_primary()
+            rs.wait_failover(old)  # the Sentinel reaches the replica without the proxy
+            rs.heal_replication()
+            assert rs.current_primary_port() == rs.replica.port
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    counted = sum(plain.counters().values())
+                    break
+                except StoreUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert counted == 5  # the batch written during the cut is gone
+            # The refused batch went with the primary too, but its caller was told (the
+            # events service does not commit it and applies it again): only the first.
+            assert sum(waiting.counters().values()) == 5
+        finally:
+            waiting.close()
+            plain.close()
 
 
 def test_wait_replicas_refused_where_it_cannot_hold() -> None:
