@@ -74,7 +74,7 @@ def served(
     store.apply_events(events, now)
     base = RecommenderSettings(model_dir=str(catalog), redis_url=redis_url,
                                key_prefix=key_prefix, host="127.0.0.1", grpc_port=0,
-                               metrics_port=0, workers=1, startup_timeout_s=60.0,
+                               metrics_port=0, http_port=0, workers=1, startup_timeout_s=60.0,
                                reload_interval_s=0.0, grace_s=1.0)  # fmt: skip
     running = start(replace(base, ann_min_items=model.n_items))
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
