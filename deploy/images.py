@@ -551,6 +551,9 @@ class Smoke:
         self.claims["recsys-model-store"].mkdir()
         os.chown(self.claims["recsys-model-store"], 10001, 10001)
         self.running: list[str] = []
+        # ConfigMap values a smoke run must replace beyond the addresses (the sentiment
+        # backend: see ``sentiment``); empty for every other image.
+        self.settings: dict[str, str] = {}
 
     def overrides(self, grpc_port: int, metrics_port: int) -> dict[str, str]:
         return {
@@ -559,6 +562,7 @@ class Smoke:
             "REDIS_PORT": str(self.infra.redis_port),
             "GRPC_PORT": str(grpc_port),
             "METRICS_PORT": str(metrics_port),
+            **self.settings,
         }
 
     def podman_argv(
@@ -676,9 +680,46 @@ class Smoke:
         log(f"recommender: Recommend answered {len(reply.items)} items")
 
     def sentiment(self) -> None:
+        """The sentiment API container, hardened as the manifest runs it, with one change.
+
+        The manifests run it with ``SENTIMENT_BACKEND=tfserving`` next to TF Serving's own
+        image, which no package registry serves (it comes from Docker Hub): here the image
+        scores with its in-process backend instead, on a small model trained on this
+        machine and mounted read-only where ``SENTIMENT_MODEL_DIR`` points (as TF Serving's
+        pod mounts the model store). Everything else is the manifest's."""
+        import copy
+
         from recsys_tools.client import SentimentClient, make_channel
 
-        _name, port = self.serve("sentiment", find(self.objects, "Deployment", "sentiment"))
+        model_dir = self.work / "sentiment-model"
+        # A child process: the tooling never imports TensorFlow itself (import contracts).
+        train = (
+            "import sys; from pathlib import Path; "
+            "from services.sentiment.smoke import train_smoke_model; "
+            "train_smoke_model(Path(sys.argv[1]))"
+        )
+        subprocess.run([sys.executable, "-c", train, str(model_dir)], check=True, timeout=900)
+        for path in (model_dir, *model_dir.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        workload = copy.deepcopy(find(self.objects, "Deployment", "sentiment"))
+        pod = pod_spec(workload)
+        claim = "smoke-sentiment-model"
+        self.claims[claim] = model_dir
+        pod.setdefault("volumes", []).append(
+            {"name": claim, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        container = pod["containers"][0]
+        model_path = container_env(container, self.objects, self.infra.secrets, {}).get(
+            "SENTIMENT_MODEL_DIR", "/models/sentiment"
+        )
+        container.setdefault("volumeMounts", []).append(
+            {"name": claim, "mountPath": model_path, "readOnly": True}
+        )
+        self.settings = {"SENTIMENT_BACKEND": "inprocess"}
+        try:
+            _name, port = self.serve("sentiment", workload)
+        finally:
+            self.settings = {}
         with make_channel(f"127.0.0.1:{port}") as channel:
             reply = SentimentClient(channel, 30, self.token()).classify("great product, works well")
         log(f"sentiment: classified as {reply}")
