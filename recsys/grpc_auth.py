@@ -28,10 +28,6 @@ from recsys.grpc_requests import LogThrottle
 log = logging.getLogger(__name__)
 _denied_log = LogThrottle(log, interval_s=10.0)
 
-_CODES = {
-    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
-    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
-}
 _TLS_NAME_KEYS = ("x509_common_name", "x509_subject_alternative_name")
 
 
@@ -54,10 +50,11 @@ def tls_names(context: Any) -> list[str]:
 
 
 def auth_refusal(
-    policy: Policy, method: str, context: Any
-) -> tuple[grpc.StatusCode, str, str] | None:
-    """(code, message, reason) when ``policy`` refuses the call ``method``
-    (``package.Service/Method``) on ``context``; None to go ahead.
+    policy: Policy, method: str, full_method: str, context: Any, denied: Any
+) -> tuple[grpc.StatusCode, str] | None:
+    """(code, message) when ``policy`` refuses the call ``full_method``
+    (``package.Service/Method``) on ``context``, counted in the server's auth counter
+    ``denied`` (labels: ``method``, the reason); None to go ahead.
 
     The certificate's names are read only when the policy knows any and no token came:
     the common case (a token) costs one metadata scan, one SHA-256 and a comparison per
@@ -65,9 +62,10 @@ def auth_refusal(
     """
     token = authorization(context.invocation_metadata())
     names = tls_names(context) if token is None and policy.uses_tls_names else ()
-    denial: Denial | None = policy.decide(method, token, names)
+    denial: Denial | None = policy.decide(full_method, token, names)
     if denial is None:
         return None
-    extra = {"method": method, "reason": denial.reason, "client": denial.client}
-    _denied_log.warning(f"{method}:{denial.reason}", "call refused", extra)
-    return _CODES[denial.status], denial.message, denial.reason
+    denied.labels(method, denial.reason).inc()
+    extra = {"method": full_method, "reason": denial.reason, "client": denial.client}
+    _denied_log.warning(f"{full_method}:{denial.reason}", "call refused", extra)
+    return grpc.StatusCode[denial.status], denial.message

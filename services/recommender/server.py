@@ -175,10 +175,8 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         try:
             refused = None
             if self.auth is not None:
-                denied = auth_refusal(self.auth, self._full_names[method], context)
-                if denied is not None:
-                    metrics.AUTH_DENIED.labels(method, denied[2]).inc()
-                    refused = denied[0], denied[1]
+                full_method = self._full_names[method]
+                refused = auth_refusal(self.auth, method, full_method, context, metrics.AUTH_DENIED)
             if refused is None:
                 remaining = context.time_remaining()
                 expired = remaining is not None and remaining <= 0

@@ -99,10 +99,8 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         try:
             refused = None
             if self.auth is not None:
-                denied = auth_refusal(self.auth, self._full_names[method], context)
-                if denied is not None:
-                    metrics.AUTH_DENIED.labels(method, denied[2]).inc()
-                    refused = denied[0], denied[1]
+                full_method = self._full_names[method]
+                refused = auth_refusal(self.auth, method, full_method, context, metrics.AUTH_DENIED)
             if refused is None:
                 refused = refusal(method, request, _malformed_log)
             if refused is None:
