@@ -18,13 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from recsys.errors import InfraError
 from recsys_tools.harness import ManagedProcess, free_port
 from recsys_tools.infra.apache_kafka import ApacheKafka, metadata_ready
 from recsys_tools.infra.endpoints import KafkaEndpoint
+from recsys_tools.infra.lifecycle import StartedOnEnter
 
 NODES = 3
 
@@ -89,7 +89,7 @@ class ClusterNode(ApacheKafka):
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-class KafkaCluster:
+class KafkaCluster(StartedOnEnter):
     """Three combined broker+controller nodes; ``bootstrap`` lists all of them."""
 
     kind = "apache"
@@ -233,19 +233,3 @@ class KafkaCluster:
     def stop(self) -> None:
         for n in self.nodes.values():
             n.stop()
-
-    def __enter__(self) -> KafkaCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

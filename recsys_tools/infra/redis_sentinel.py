@@ -26,11 +26,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from recsys.errors import InfraError
 from recsys_tools.harness import ManagedProcess, ManagedServer, free_port
+from recsys_tools.infra.lifecycle import StartedOnEnter
 from recsys_tools.infra.redis_server import RedisServer
 from recsys_tools.infra.tcp_proxy import TcpProxy
 
@@ -127,7 +127,7 @@ class SentinelServer(ManagedServer):
         return (str(addr[0]), int(addr[1])) if addr else None
 
 
-class RedisSentinelSet:
+class RedisSentinelSet(StartedOnEnter):
     """Primary + replica + Sentinel; ``url`` is what the services' REDIS_URL is set to."""
 
     def __init__(
@@ -283,19 +283,3 @@ class RedisSentinelSet:
             server.stop()
         if self.proxy is not None:
             self.proxy.stop()
-
-    def __enter__(self) -> RedisSentinelSet:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
